@@ -1,0 +1,1 @@
+"""Fallback channels that reach anyone with a phone number or an email address."""

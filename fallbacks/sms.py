@@ -1,0 +1,269 @@
+"""SMS through Twilio Programmable Messaging, with the official SDK's async client.
+
+Twilio errors (synchronous `TwilioRestException`s and the `ErrorCode` of status callbacks) map onto
+the gateway's error kinds through one table, `classify_twilio_error`, following PROVIDERS.md.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from twilio.base.exceptions import TwilioException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+
+from gateway.channels.base import (
+    AddressKind,
+    Channel,
+    OutgoingMessage,
+    ProviderStatus,
+    SendResult,
+    StatusUpdate,
+    WebhookRequest,
+)
+from gateway.errors import ChannelError, ErrorKind
+from gateway.settings import Settings
+
+# Twilio accepts ValidityPeriod between 1 second and 10 hours.
+MIN_VALIDITY_PERIOD = 1
+MAX_VALIDITY_PERIOD = 36000
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+# Twilio error code -> (kind, what it means), exactly as PROVIDERS.md's Twilio table.
+TWILIO_ERROR_KINDS: dict[int, tuple[ErrorKind, str]] = {
+    21211: (ErrorKind.INVALID_ADDRESS, "invalid To number"),
+    21614: (ErrorKind.UNREACHABLE, "To is not a mobile number"),
+    21408: (ErrorKind.REJECTED, "sending to this region is not enabled"),
+    21610: (ErrorKind.BLOCKED, "recipient replied STOP and opted out of SMS from this sender"),
+    30003: (ErrorKind.TRANSIENT, "unreachable handset"),
+    30004: (ErrorKind.BLOCKED, "message blocked"),
+    30005: (ErrorKind.UNREACHABLE, "unknown handset"),
+    30006: (ErrorKind.UNREACHABLE, "landline or unreachable carrier"),
+    30007: (ErrorKind.BLOCKED, "filtered by the carrier"),
+    30008: (ErrorKind.TRANSIENT, "unknown error"),
+    63003: (ErrorKind.UNREACHABLE, "channel could not find the To address"),
+    63016: (ErrorKind.WINDOW_CLOSED, "outside the WhatsApp customer-care window"),
+    63024: (ErrorKind.UNREACHABLE, "invalid recipient"),
+    63014: (ErrorKind.BLOCKED, "blocked by the user"),
+    20429: (ErrorKind.RATE_LIMITED, "too many requests"),
+    63018: (ErrorKind.RATE_LIMITED, "rate limit exceeded"),
+}
+
+# MessageStatus values that mean progress, by the receipt they amount to.
+_PROGRESS: dict[str, ProviderStatus] = {
+    "queued": "accepted",
+    "accepted": "accepted",
+    "sending": "accepted",
+    "scheduled": "accepted",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+}
+
+
+def classify_twilio_error(code: int | None, http_status: int | None, detail: str) -> ChannelError:
+    """Map a Twilio error code (or, for unknown codes, the HTTP status) onto a ChannelError."""
+    known = TWILIO_ERROR_KINDS.get(code) if code is not None else None
+    code_text = str(code) if code is not None else None
+    if known is not None:
+        kind, meaning = known
+        return ChannelError(kind, f"{meaning}: {detail}" if detail else meaning, code=code_text)
+    if http_status == 429:
+        kind = ErrorKind.RATE_LIMITED
+    elif http_status is None or http_status >= 500:
+        # No status means a callback's failure or a broken answer: worth retrying.
+        kind = ErrorKind.TRANSIENT
+    else:
+        kind = ErrorKind.REJECTED
+    return ChannelError(kind, detail or "Twilio reported an error", code=code_text)
+
+
+def validity_period(expires_at: datetime | None, now: datetime | None = None) -> int | None:
+    """Seconds Twilio may keep the message queued (clamped to 1..36000); None without expiry."""
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        # Stored times are naive UTC.
+        expires_at = expires_at.replace(tzinfo=UTC)
+    seconds = (expires_at - (now or datetime.now(UTC))).total_seconds()
+    return max(MIN_VALIDITY_PERIOD, min(MAX_VALIDITY_PERIOD, int(seconds)))
+
+
+class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio has no type hints
+    """The SDK's aiohttp client, sending every request to the configured base URL."""
+
+    def __init__(self, base_url: str, timeout: float | None) -> None:
+        super().__init__(timeout=timeout)
+        self._base = urlsplit(base_url)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        """Rewrite the URL's scheme and host, and apply the client's timeout and credentials."""
+        if auth is not None:
+            # The SDK would pass aiohttp.BasicAuth, deprecated (and warning) since aiohttp 3.14.
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers = {**(headers or {}), "Authorization": f"Basic {token}"}
+        # AsyncTwilioHttpClient forwards only the per-call timeout and ignores its own.
+        return await super().request(
+            method,
+            self.rebase(url),
+            params=params,
+            data=data,
+            headers=headers,
+            auth=None,
+            timeout=timeout if timeout is not None else self.timeout,
+            allow_redirects=allow_redirects,
+        )
+
+    def rebase(self, url: str) -> str:
+        """Move an SDK URL (any Twilio host, region or edge) onto the base URL."""
+        parts = urlsplit(url)
+        path = self._base.path.rstrip("/") + parts.path
+        return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    """Look a header up case-insensitively."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)
+
+
+def _int_or_none(text: str | None) -> int | None:
+    """Parse a form's ErrorCode; empty, zero or garbage means no code."""
+    try:
+        return int(text or "0") or None
+    except ValueError:
+        return None
+
+
+def _error_from_exception(exc: TwilioException) -> ChannelError:
+    """Classify a TwilioRestException (or the SDK's RFC 9457 TwilioServiceException)."""
+    status = getattr(exc, "status", None)
+    code = getattr(exc, "code", None)
+    if code == status:
+        # Without a code in the body the SDK uses the HTTP status as the code; it is no Twilio code.
+        code = None
+    detail = getattr(exc, "msg", None) or getattr(exc, "detail", None) or type(exc).__name__
+    return classify_twilio_error(code, status, str(detail))
+
+
+class SmsChannel(Channel):
+    """Text messages to mobile numbers through Twilio."""
+
+    name: ClassVar[str] = "sms"
+    address_kind: ClassVar[AddressKind] = "phone"
+    delivery_receipts: ClassVar[bool] = True
+    read_receipts: ClassVar[bool] = False
+    max_text_length: ClassVar[int] = 1600
+    default_rate: ClassVar[float] = 10.0
+    status_webhook: ClassVar[str | None] = "twilio/status"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._http: _BaseUrlHttpClient | None = None
+        self._client: Client | None = None
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        """Name the missing GATEWAY_TWILIO_* variables, or None when SMS can be sent."""
+        missing = [
+            Settings.env_name(name)
+            for name in ("twilio_account_sid", "twilio_auth_token")
+            if not getattr(settings, name)
+        ]
+        if not (settings.twilio_from or settings.twilio_messaging_service_sid):
+            missing.append("GATEWAY_TWILIO_FROM (or GATEWAY_TWILIO_MESSAGING_SERVICE_SID)")
+        if not missing:
+            return None
+        return ", ".join(missing) + (" is not set" if len(missing) == 1 else " are not set")
+
+    async def open(self) -> None:
+        """Create the SDK client and its aiohttp session in the running loop."""
+        # A zero timeout means none; the SDK rejects a timeout of 0.
+        timeout = self.settings.provider_timeout or None
+        self._http = _BaseUrlHttpClient(self.settings.twilio_base_url, timeout)
+        # The SDK reads os.environ when given an empty environment (TWILIO_REGION/EDGE move hosts);
+        # _BaseUrlHttpClient.rebase undoes any such host change.
+        self._client = Client(
+            self.settings.twilio_account_sid,
+            self.settings.twilio_auth_token,
+            http_client=self._http,
+            environment={},
+        )
+
+    async def close(self) -> None:
+        """Close the aiohttp session."""
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            await http.close()
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Create a Twilio Message; raise ChannelError for every failure."""
+        if self._client is None:
+            raise RuntimeError("SmsChannel.send called before open()")
+        if not message.text:
+            raise ChannelError(ErrorKind.REJECTED, "an SMS needs a text")
+        # A configured From wins; the messaging service is the alternative, never both.
+        service_sid = None if self.settings.twilio_from else self.settings.twilio_messaging_service_sid
+        try:
+            created = await self._client.messages.create_async(
+                to=message.address,
+                from_=self.settings.twilio_from,
+                messaging_service_sid=service_sid,
+                body=message.text,
+                status_callback=message.status_callback_url,
+                validity_period=validity_period(message.expires_at),
+            )
+        except TwilioException as exc:
+            raise _error_from_exception(exc) from exc
+        except TimeoutError as exc:
+            detail = f"Twilio did not answer within {self.settings.provider_timeout:g}s"
+            raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            detail = f"cannot reach Twilio at {self.settings.twilio_base_url}: {exc}"
+            raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
+        except ValueError as exc:
+            # The SDK could not decode the answer (not JSON): a proxy or an outage page.
+            detail = f"unreadable answer from Twilio: {exc}"
+            raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
+        return SendResult(provider_message_id=str(created.sid), status="accepted")
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        """Check X-Twilio-Signature against the public URL and the form."""
+        token = self.settings.twilio_auth_token
+        signature = _header(request.headers, SIGNATURE_HEADER)
+        if not token or not signature:
+            return False
+        return bool(RequestValidator(token).validate(request.url, request.form, signature))
+
+    def parse_status_webhook(self, request: WebhookRequest) -> list[StatusUpdate]:
+        """Turn a status callback into at most one update; unknown statuses give none."""
+        sid = request.form.get("MessageSid")
+        status = (request.form.get("MessageStatus") or "").lower()
+        attempt_id = request.query.get("attempt")
+        if not sid:
+            return []
+        if status in _PROGRESS:
+            return [StatusUpdate(sid, _PROGRESS[status], attempt_id=attempt_id)]
+        if status == "canceled":
+            error = ChannelError(ErrorKind.REJECTED, "Twilio canceled the message before sending it")
+        elif status in ("undelivered", "failed"):
+            code = _int_or_none(request.form.get("ErrorCode"))
+            error = classify_twilio_error(code, None, f"message {status}")
+        else:
+            return []
+        return [StatusUpdate(sid, "failed", error=error, attempt_id=attempt_id)]

@@ -1,0 +1,55 @@
+"""Channel gateway: one send endpoint that reaches a person on the channel they use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from gateway.errors import ProblemError
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app: settings, database, channel adapters, API blueprints, error handlers.
+
+    `test_config` may hold `settings` (a Settings), `clock`, or setting overrides by name.
+    """
+    from gateway.api import contacts, messages, meta, provider_hooks, rules
+    from gateway.api.http import MAX_BODY, problem_response
+    from gateway.channels import build_channels
+    from gateway.core import build_gateway
+    from gateway.services.keys import KeyChecker
+    from gateway.settings import Settings, load_settings
+    from gateway.timeutil import utcnow
+
+    config = dict(test_config or {})
+    settings = config.pop("settings", None)
+    clock = config.pop("clock", utcnow)
+    if not isinstance(settings, Settings):
+        settings = load_settings(overrides=config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    gw = build_gateway(settings, clock)
+    app.extensions["gateway"] = gw
+    app.extensions["gateway.keys"] = KeyChecker(gw)
+    app.extensions["gateway.channels"] = build_channels(settings)
+    for module in (meta, messages, contacts, rules, provider_hooks):
+        app.register_blueprint(module.bp)
+
+    @app.errorhandler(ProblemError)
+    def _problem(error: ProblemError) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        code = error.code or 500
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(code, "http-error")
+        if code == 400:
+            slug = "malformed-request"
+        detail = error.description or error.name
+        if code == 413:
+            detail = f"bodies are limited to {MAX_BODY} bytes"
+        return problem_response(ProblemError(code, slug, error.name, detail))
+
+    return app

@@ -1,0 +1,132 @@
+"""The one base class every channel adapter implements (social channels, SMS and email).
+
+An adapter declares what its channel can do as class attributes and implements `send`. Errors leave
+`send` only as `ChannelError` with a kind (see gateway.errors); the dispatcher decides what happens next.
+Provider webhooks reach the adapter as a `WebhookRequest`; the adapter verifies the signature and turns
+the payload into `StatusUpdate`s. The core never branches on a channel's name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from gateway.errors import ChannelError
+from gateway.settings import Settings
+
+AddressKind = Literal["phone", "email", "identity"]
+ProviderStatus = Literal["accepted", "sent", "delivered", "read", "failed"]
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """What an adapter needs to send one attempt."""
+
+    attempt_id: str
+    message_id: str
+    address: str
+    text: str | None
+    subject: str | None = None
+    html: str | None = None
+    template: dict[str, Any] | None = None
+    # Absolute URL the provider should post this attempt's status updates to, if the channel has any.
+    status_callback_url: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A provider accepted the attempt."""
+
+    provider_message_id: str
+    status: ProviderStatus = "accepted"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A provider reported progress (or failure) of an earlier attempt."""
+
+    provider_message_id: str
+    status: ProviderStatus
+    error: ChannelError | None = None
+    attempt_id: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's HTTP call to the gateway, as the adapter needs to see it."""
+
+    url: str  # public URL the provider called: GATEWAY_PUBLIC_URL + path + query string
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    form: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+
+
+class Channel(ABC):
+    """A way to reach a person. Subclasses set the class attributes and implement `send`."""
+
+    name: ClassVar[str]
+    address_kind: ClassVar[AddressKind]
+    # Customer-care window in seconds after the person's last message; None = no window.
+    window_seconds: ClassVar[float | None] = None
+    delivery_receipts: ClassVar[bool] = False
+    read_receipts: ClassVar[bool] = False
+    supports_templates: ClassVar[bool] = False
+    max_text_length: ClassVar[int] = 4096
+    # Messages per second this channel is paced at when GATEWAY_CHANNEL_RATES does not name it.
+    default_rate: ClassVar[float] = 0.0
+    # Path under /webhooks/ where the provider posts status updates, or None.
+    status_webhook: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    @abstractmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        """Why the channel cannot be used with these settings, or None when it is enabled."""
+
+    async def open(self) -> None:
+        """Create clients and connections; called once in the dispatcher's event loop."""
+        return None
+
+    async def close(self) -> None:
+        """Release clients and connections."""
+        return None
+
+    @abstractmethod
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send one attempt; raise ChannelError on failure."""
+
+    def status_callback_url(self, attempt_id: str) -> str | None:
+        """Where the provider should report this attempt's status, if it reports any."""
+        if self.status_webhook is None:
+            return None
+        return f"{self.settings.public_url}/webhooks/{self.status_webhook}?attempt={attempt_id}"
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        """Whether the request really comes from the provider. Channels without webhooks refuse all."""
+        return False
+
+    def parse_status_webhook(self, request: WebhookRequest) -> list[StatusUpdate]:
+        """Turn a verified status webhook into updates."""
+        return []
+
+    @classmethod
+    def default_until(cls) -> str:
+        """The receipt a step waits for when nothing else is said."""
+        return "delivered" if cls.delivery_receipts else "accepted"
+
+    @classmethod
+    def can_report(cls, until: str) -> bool:
+        """Whether this channel can ever reach `until`."""
+        if until in ("accepted", "sent"):
+            return True
+        if until == "delivered":
+            return cls.delivery_receipts
+        return cls.read_receipts

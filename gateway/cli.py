@@ -1,0 +1,200 @@
+"""The `gateway` command: serve, worker, demo, keys, rules, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from gateway.errors import ConfigError, ProblemError
+
+if TYPE_CHECKING:
+    from gateway.core import Gateway
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+        return result
+    except ConfigError as exc:
+        print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except ProblemError as exc:
+        print(f"gateway: {exc.detail or exc.title}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="HTTP API and dispatcher in one process")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--threads", type=int, default=8)
+    serve.set_defaults(run=_serve)
+    sub.add_parser("worker", help="the dispatcher alone").set_defaults(run=_worker)
+    sub.add_parser("demo", help="a guided run on local simulators").set_defaults(run=_demo)
+    sub.add_parser("check-config", help="validate settings; list channels").set_defaults(run=_check)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(required=True, metavar="ACTION")
+    create = keys.add_parser("create", help="create a key and print it")
+    create.add_argument("--scope", action="append", choices=["send", "read", "admin"], required=True)
+    create.add_argument("--name", required=True)
+    create.set_defaults(run=_keys_create)
+    keys.add_parser("list", help="one line per key").set_defaults(run=_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("id")
+    revoke.set_defaults(run=_keys_revoke)
+    rules = sub.add_parser("rules", help="routing rules").add_subparsers(required=True, metavar="ACTION")
+    load = rules.add_parser("load", help="create or replace rules from a TOML file")
+    load.add_argument("file", type=Path)
+    load.set_defaults(run=_rules_load)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _stop_on_sigterm(stop: threading.Event | None = None) -> None:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        if stop is not None:
+            stop.set()
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from waitress.server import create_server
+
+    from gateway import create_app
+    from gateway.dispatch import Dispatcher
+    from gateway.scheduler import start_scheduler
+
+    app = create_app()
+    gw = app.extensions["gateway"]
+    _configure_logging(gw.settings.log_level)
+    dispatcher = Dispatcher(gw)
+    gw.nudge = dispatcher.nudge
+    dispatcher.start()
+    scheduler = start_scheduler(dispatcher)
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads)
+    print(f"gateway: serving on http://{args.host}:{server.effective_port}", flush=True)
+    _stop_on_sigterm()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        print("gateway: stopping", flush=True)
+    finally:
+        scheduler.shutdown(wait=False)
+        server.close()
+        dispatcher.stop()
+    return 0
+
+
+def _worker(_args: argparse.Namespace) -> int:
+    from gateway.core import build_gateway
+    from gateway.dispatch import Dispatcher
+    from gateway.scheduler import start_scheduler
+    from gateway.settings import load_settings
+
+    gw = build_gateway(load_settings())
+    _configure_logging(gw.settings.log_level)
+    dispatcher = Dispatcher(gw)
+    dispatcher.start()
+    scheduler = start_scheduler(dispatcher)
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    print(f"gateway: worker {dispatcher.worker} running", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    scheduler.shutdown(wait=False)
+    dispatcher.stop()
+    return 0
+
+
+def _demo(_args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo()
+
+
+def _check(_args: argparse.Namespace) -> int:
+    from gateway.channels import channel_statuses
+    from gateway.settings import load_settings
+
+    settings = load_settings()
+    print(f"database: {settings.database_url}")
+    for status in channel_statuses(settings):
+        state = "enabled" if status.enabled else "disabled"
+        print(f"{status.name}: {state} ({status.reason})")
+    return 0
+
+
+def _gateway() -> Gateway:
+    from gateway.core import build_gateway
+    from gateway.settings import load_settings
+
+    return build_gateway(load_settings())
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services.keys import create_key
+
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        _, secret = create_key(session, gw, args.name, args.scope)
+    print(secret)
+    return 0
+
+
+def _keys_list(_args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services.keys import format_key_line, list_keys
+
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        for key in list_keys(session):
+            print(format_key_line(key))
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services.keys import revoke_key
+
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        revoke_key(session, gw, args.id)
+    print(f"revoked {args.id}")
+    return 0
+
+
+def _rules_load(args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services.rules import load_rules_file
+
+    if not args.file.exists():
+        print(f"gateway: {args.file} does not exist", file=sys.stderr)
+        return 1
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        names = load_rules_file(session, gw, args.file)
+    print(f"loaded {len(names)} rules: {', '.join(names)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The composition root: settings, database, clock and channel facts, built once per process."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from gateway import store
+from gateway.channels import channel_infos
+from gateway.models import Setting
+from gateway.progress import Progress
+from gateway.routing import ChannelInfo, Defaults, RetrySpec
+from gateway.settings import Settings
+from gateway.timeutil import Clock, utcnow
+
+
+@dataclass
+class Gateway:
+    """Everything a use case needs; views, the CLI and the dispatcher pass it to the services."""
+
+    settings: Settings
+    engine: Engine
+    clock: Clock = utcnow
+    channels: dict[str, ChannelInfo] = field(default_factory=dict)
+    # Called after a message is accepted so the in-process dispatcher starts at once.
+    nudge: Callable[[], None] = lambda: None
+
+    @property
+    def progress(self) -> Progress:
+        return Progress(self.clock, self.settings.retry_jitter)
+
+    @property
+    def defaults(self) -> Defaults:
+        s = self.settings
+        retry = RetrySpec(s.retry_attempts, s.retry_backoff, s.retry_multiplier, s.retry_max_backoff)
+        return Defaults(after=s.default_after, retry=retry, timezone=s.default_timezone)
+
+    def callback_secret(self) -> str:
+        """The secret that signs status_callback deliveries: configured, or generated once and kept."""
+        if self.settings.callback_secret:
+            return self.settings.callback_secret
+        with store.transaction(self.engine) as session:
+            row = session.get(Setting, "callback_secret")
+            if row is None:
+                row = Setting(name="callback_secret", value=secrets.token_urlsafe(32))
+                session.add(row)
+            return row.value
+
+
+def build_gateway(settings: Settings, clock: Clock = utcnow) -> Gateway:
+    """Connect to the database, create missing tables and read which channels are enabled."""
+    engine = store.make_engine(settings.database_url)
+    store.create_schema(engine)
+    gateway = Gateway(settings, engine, clock, channel_infos(settings))
+    gateway.callback_secret()
+    return gateway

@@ -1,0 +1,197 @@
+"""The dispatcher: claim due messages, send through the adapters concurrently, record outcomes.
+
+It runs an asyncio loop in its own thread. Every send starts from a claim (a lease on the message
+row), so a killed process loses nothing: its claims expire and any dispatcher takes the work again.
+It sleeps until woken (an accept, a finished send, the APScheduler tick) or until the next due time.
+Database calls run in worker threads so a slow commit never stalls the sends in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+
+from gateway import store
+from gateway.channels import build_channels
+from gateway.channels.base import Channel, SendResult
+from gateway.content import outgoing_for
+from gateway.core import Gateway
+from gateway.errors import ChannelError, ErrorKind
+from gateway.models import Attempt
+from gateway.progress import SendJob
+
+log = logging.getLogger("gateway.dispatch")
+IDLE_WAIT = 60.0  # longest sleep when nothing is due; the scheduler tick wakes it sooner
+
+
+class Pacer:
+    """Spaces sends on one channel to at most `rate` per second in this process (0 = unlimited)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_slot = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class Dispatcher:
+    """Claims and sends due work; `start()` runs it in a background thread, `stop()` ends it."""
+
+    def __init__(self, gw: Gateway, channels: dict[str, Channel] | None = None) -> None:
+        self.gw = gw
+        self.channels = channels if channels is not None else build_channels(gw.settings)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.pacers = {
+            name: Pacer(gw.settings.rate_for(name, ch.default_rate)) for name, ch in self.channels.items()
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- control from other threads -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+
+    def nudge(self) -> None:
+        """Wake the loop now (thread-safe)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Finish sends in flight (up to `grace` seconds), give back claims, close adapters."""
+        self._stopping = True
+        self._grace = grace
+        self.nudge()
+        if self._thread is not None:
+            self._thread.join(grace + 15)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        for channel in self.channels.values():
+            await channel.open()
+        self._ready.set()
+        try:
+            while not self._stopping:
+                await self._round()
+        finally:
+            await self._shutdown()
+
+    async def _round(self) -> None:
+        assert self._wake is not None
+        free = self.gw.settings.dispatch_concurrency - len(self._inflight)
+        claimed: list[str] = []
+        if free > 0:
+            claimed = await asyncio.to_thread(self._claim, min(free, self.gw.settings.dispatch_batch))
+            for message_id in claimed:
+                task = asyncio.create_task(self._process(message_id))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+        if claimed and len(claimed) == min(free, self.gw.settings.dispatch_batch):
+            await asyncio.sleep(0)  # there may be more: claim again once the new tasks started
+            return
+        timeout = await asyncio.to_thread(self._seconds_until_due)
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _shutdown(self) -> None:
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=getattr(self, "_grace", 10.0))
+        for task in self._inflight:
+            task.cancel()
+        with store.transaction(self.gw.engine) as session:
+            store.release_claims(session, self.worker)
+        for channel in self.channels.values():
+            await channel.close()
+
+    async def _process(self, message_id: str) -> None:
+        try:
+            job = await asyncio.to_thread(self._take, message_id)
+            if job is None:
+                return
+            result = await self._send(job)
+            due_now = await asyncio.to_thread(self._finish, job, result)
+        except Exception:
+            log.exception("dispatcher failed on %s; its claim will expire and be retaken", message_id)
+            return
+        if due_now and self._wake is not None:
+            self._wake.set()
+
+    async def _send(self, job: SendJob) -> SendResult | ChannelError:
+        channel = self.channels.get(job.channel)
+        if channel is None:
+            return ChannelError(ErrorKind.REJECTED, f"channel {job.channel} is not enabled here")
+        await self.pacers[job.channel].wait()
+        try:
+            return await asyncio.wait_for(
+                channel.send(outgoing_for(channel, job)), self.gw.settings.provider_timeout + 5
+            )
+        except ChannelError as exc:
+            return exc
+        except TimeoutError:
+            return ChannelError(ErrorKind.TRANSIENT, "provider call timed out")
+        except Exception as exc:  # an adapter bug must not stop the dispatcher
+            log.exception("adapter %s raised an unclassified error", job.channel)
+            return ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
+
+    # -- database work (runs in worker threads) --------------------------------------------------
+
+    def _claim(self, limit: int) -> list[str]:
+        with store.transaction(self.gw.engine) as session:
+            return store.claim_due_messages(
+                session, self.worker, self.gw.clock(), self.gw.settings.dispatch_lease, limit
+            )
+
+    def _take(self, message_id: str) -> SendJob | None:
+        with store.transaction(self.gw.engine) as session:
+            message = store.lock_message(session, message_id)
+            if message is None or message.claimed_by != self.worker:
+                return None  # our lease ran out and another dispatcher has it
+            return self.gw.progress.take_due(session, message)
+
+    def _finish(self, job: SendJob, result: SendResult | ChannelError) -> bool:
+        with store.transaction(self.gw.engine) as session:
+            message = store.lock_message(session, job.message_id)
+            attempt = session.get(Attempt, job.attempt_id)
+            if message is None or attempt is None:
+                return False
+            if message.claimed_by == self.worker:
+                message.claimed_until = None
+                message.claimed_by = None
+            self.gw.progress.finish_send(session, message, attempt, result)
+            return message.due_at is not None and message.due_at <= self.gw.clock()
+
+    def _seconds_until_due(self) -> float:
+        with store.transaction(self.gw.engine) as session:
+            now = self.gw.clock()
+            due = store.next_due_at(session, now)
+        if due is None:
+            return IDLE_WAIT
+        return min(IDLE_WAIT, max(0.0, (due - now).total_seconds()))

@@ -1,0 +1,152 @@
+"""Run the whole gateway on this machine: simulators, a real WSGI server and a dispatcher.
+
+`gateway demo` and the integration tests use it; it is also the quickest way to try the gateway
+by hand (see README). Nothing here talks to a real provider.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from flask import Flask
+from waitress.server import create_server
+
+from gateway import create_app, store
+from gateway.core import Gateway
+from gateway.dispatch import Dispatcher
+from gateway.scheduler import start_scheduler
+from gateway.services.keys import create_key
+from gateway.simulators.smtp import SmtpSimulator
+from gateway.simulators.twilio import TwilioSimulator
+
+SENDER_NUMBER = "+14155550000"
+SENDER_EMAIL = "gateway@demo.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def simulator_settings(twilio: TwilioSimulator, smtp: SmtpSimulator) -> dict[str, Any]:
+    """Setting overrides that point SMS and email at local simulators."""
+    return {
+        "twilio_account_sid": twilio.account_sid,
+        "twilio_auth_token": twilio.auth_token,
+        "twilio_from": SENDER_NUMBER,
+        "twilio_base_url": twilio.base_url,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "smtp_tls": "none",
+        "smtp_from": SENDER_EMAIL,
+    }
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class LocalGateway:
+    """A gateway served by waitress on a free port, with its dispatcher and scheduler running."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    with_dispatcher: bool = True
+    app: Flask | None = None
+    url: str = ""
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.dispatcher: Dispatcher | None = None
+        self._scheduler: Any = None
+
+    @property
+    def gw(self) -> Gateway:
+        assert self.app is not None
+        found: Gateway = self.app.extensions["gateway"]
+        return found
+
+    def start(self) -> LocalGateway:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.app = create_app({"public_url": self.url, **self.overrides})
+        if self.with_dispatcher:
+            self.dispatcher = Dispatcher(self.gw)
+            self.gw.nudge = self.dispatcher.nudge
+            self.dispatcher.start()
+            self._scheduler = start_scheduler(self.dispatcher)
+        self._server = create_server(self.app, host="127.0.0.1", port=port, threads=8)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        self.key = self.new_key("admin")
+        return self
+
+    def new_key(self, *scopes: str) -> str:
+        with store.transaction(self.gw.engine) as session:
+            _, secret = create_key(session, self.gw, "local-" + "-".join(scopes), list(scopes))
+        return secret
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._server is not None:
+            self._server.close()
+        if self.dispatcher is not None:
+            self.dispatcher.stop(grace=2)
+        if self._thread is not None:
+            self._thread.join(5)
+        self.gw.engine.dispose()
+
+    def __enter__(self) -> LocalGateway:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Answer:
+        """Make one HTTP request to the gateway, as a business system would."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        token = self.key if key is None else key
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return _answer(response.status, response.read(), dict(response.headers))
+        except urllib.error.HTTPError as error:
+            return _answer(error.code, error.read(), dict(error.headers))
+
+
+def _answer(status: int, payload: bytes, headers: dict[str, str]) -> Answer:
+    try:
+        body = json.loads(payload) if payload else None
+    except ValueError:
+        body = payload.decode(errors="replace")
+    return Answer(status, body, headers)

@@ -1,0 +1,158 @@
+"""SQLModel tables: the database is the source of truth for every message, attempt and due time.
+
+Times are aware UTC. JSON columns hold what is read and written whole (plans, content, rule parts).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from gateway.timeutil import utcnow
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class Contact(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    external_id: str | None = Field(default=None, unique=True, max_length=255)
+    name: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, index=True, max_length=20)
+    email: str | None = Field(default=None, index=True, max_length=320)
+    country: str | None = Field(default=None, max_length=2)
+    timezone: str | None = Field(default=None, max_length=64)
+    locale: str | None = Field(default=None, max_length=35)
+    tags: list[str] | None = _json()
+    preferred_channel: str | None = Field(default=None, max_length=20)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = None  # erased: addresses and bodies gone, delivery counts kept
+
+
+class ChannelIdentity(SQLModel, table=True):
+    """How a contact is addressed on a channel; unique per (channel, address)."""
+
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: str = Field(foreign_key="contact.id", index=True, max_length=40)
+    channel: str = Field(max_length=20)
+    address: str = Field(max_length=320)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelState(SQLModel, table=True):
+    """What the gateway has learned about one contact on one channel."""
+
+    contact_id: str = Field(foreign_key="contact.id", primary_key=True, max_length=40)
+    channel: str = Field(primary_key=True, max_length=20)
+    reachability: str = Field(default="unknown", max_length=16)
+    reason: str | None = Field(default=None, max_length=500)
+    since: datetime | None = None
+    reprobe_at: datetime | None = None
+    window_open_until: datetime | None = None
+    last_inbound_at: datetime | None = None
+    opted_out: bool = False
+
+
+class Message(SQLModel, table=True):
+    """One send request and its routing state; `due_at` says when the dispatcher must look at it."""
+
+    __table_args__ = (
+        Index("ix_message_due", "due_at"),
+        Index("ix_message_contact", "contact_id", "id"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    api_key_id: str | None = Field(default=None, max_length=40)
+    contact_id: str = Field(foreign_key="contact.id", max_length=40)
+    category: str = Field(default="transactional", max_length=20)
+    status: str = Field(default="queued", max_length=16, index=True)
+    reason: str | None = Field(default=None, max_length=40)
+    channel: str | None = Field(default=None, max_length=20)
+    content: dict[str, Any] | None = _json()
+    plan: list[dict[str, Any]] | None = _json()
+    skipped: list[dict[str, Any]] | None = _json()
+    retry: dict[str, Any] | None = _json()
+    rule_id: str | None = Field(default=None, max_length=40)
+    step_index: int = 0
+    current_attempt_id: str | None = Field(default=None, max_length=40)
+    metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON, nullable=True))
+    status_callback: str | None = Field(default=None, max_length=2048)
+    send_at: datetime | None = None
+    expires_at: datetime | None = None
+    due_at: datetime | None = None
+    claimed_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=64)
+    completed: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Attempt(SQLModel, table=True):
+    """One try of one plan step on one channel."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    message_id: str = Field(foreign_key="message.id", index=True, max_length=40)
+    step_index: int
+    try_number: int = 1
+    channel: str = Field(max_length=20)
+    address: str = Field(max_length=320)
+    status: str = Field(default="pending", max_length=16)
+    provider_message_id: str | None = Field(default=None, index=True, max_length=255)
+    error_kind: str | None = Field(default=None, max_length=20)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_detail: str | None = Field(default=None, max_length=1000)
+    sends: int = 0
+    deadline_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class RoutingRule(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(unique=True, max_length=100)
+    order: int = Field(default=100, index=True)
+    enabled: bool = True
+    when: dict[str, Any] | None = _json()
+    route: list[dict[str, Any]] | None = _json()
+    retry: dict[str, Any] | None = _json()
+    quiet_hours: dict[str, Any] | None = _json()
+    allow_fallback_for: list[str] | None = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key; only the SHA-256 of the secret is stored (keys are 256-bit random)."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=100)
+    scopes: str = Field(max_length=100)
+    key_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: str = Field(max_length=40)
+    key: str = Field(max_length=255)
+    request_hash: str = Field(max_length=64)
+    response_status: int
+    response_body: dict[str, Any] | None = _json()
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Setting(SQLModel, table=True):
+    """Values the gateway generates once and keeps (the callback secret)."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: str = Field(max_length=500)

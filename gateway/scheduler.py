@@ -1,0 +1,22 @@
+"""APScheduler wiring: it only wakes the dispatcher; every due time lives in the database."""
+
+from __future__ import annotations
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from gateway.dispatch import Dispatcher
+
+
+def start_scheduler(dispatcher: Dispatcher) -> BackgroundScheduler:
+    """Wake the dispatcher every `dispatch_interval`, so work written by other processes is seen."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        dispatcher.nudge,
+        "interval",
+        seconds=dispatcher.gw.settings.dispatch_interval,
+        id="wake-dispatcher",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.start()
+    return scheduler

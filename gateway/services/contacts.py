@@ -1,0 +1,300 @@
+"""Contacts: find or create the person a message is for, and show what is known about them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import phonenumbers
+from phonenumbers import timezone as phone_timezone
+from sqlmodel import Session, col, select
+
+from gateway.channels import CHANNEL_NAMES
+from gateway.core import Gateway
+from gateway.errors import ProblemError, conflict, not_found, validation_failed
+from gateway.ids import new_id
+from gateway.models import ChannelIdentity, ChannelState, Contact, Message
+from gateway.schemas import ContactIn, ContactPatch, To
+from gateway.timeutil import rfc3339
+
+
+def normalize_phone(raw: str, country: str | None, default_region: str, field: str) -> Contact:
+    """Parse a phone number into E.164 with its region and time zone (a Contact holding just that)."""
+    try:
+        number = phonenumbers.parse(raw, (country or default_region).upper())
+    except phonenumbers.NumberParseException:
+        raise validation_failed(field, "is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise validation_failed(field, "is not a valid phone number for its region")
+    zones = [z for z in phone_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]
+    return Contact(
+        id="",
+        phone=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        country=phonenumbers.region_code_for_number(number),
+        timezone=zones[0] if len(zones) == 1 else None,
+    )
+
+
+def normalize_email(raw: str, field: str) -> str:
+    """Check the shape of an email address and case-fold it."""
+    text = raw.strip()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in text):
+        raise validation_failed(field, "is not an email address")
+    return text.casefold()
+
+
+def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -> Contact:
+    """Find the contact a request means (by id, external id, identity, phone, email) or create it."""
+    phone = (
+        normalize_phone(to.phone, to.country, gw.settings.default_region, f"{prefix}.phone")
+        if to.phone
+        else None
+    )
+    email = normalize_email(to.email, f"{prefix}.email") if to.email else None
+    contact = _find(session, to, phone.phone if phone else None, email)
+    now = gw.clock()
+    if contact is None:
+        contact = Contact(id=new_id("ct"), created_at=now)
+        session.add(contact)
+    if to.external_id and contact.external_id is None:
+        contact.external_id = to.external_id
+    if phone and contact.phone is None:
+        contact.phone, contact.country, contact.timezone = (
+            phone.phone,
+            phone.country,
+            phone.timezone,
+        )
+    if email and contact.email is None:
+        contact.email = email
+    if to.name:
+        contact.name = to.name
+    if to.locale:
+        contact.locale = to.locale
+    if to.tags:
+        contact.tags = sorted(set(contact.tags or []) | set(to.tags))
+    contact.updated_at = now
+    session.flush()
+    for channel, address in (to.identities or {}).items():
+        _link_identity(session, contact, channel, address)
+    return contact
+
+
+def _find(session: Session, to: To, phone: str | None, email: str | None) -> Contact | None:
+    if to.contact_id:
+        found = session.get(Contact, to.contact_id)
+        if found is None or found.deleted_at is not None:
+            raise validation_failed("to.contact_id", "no such contact")
+        return found
+    live = col(Contact.deleted_at).is_(None)
+    if to.external_id:
+        query = select(Contact).where(Contact.external_id == to.external_id, live)
+        found = session.exec(query).first()
+        if found:
+            return found
+    for channel, address in (to.identities or {}).items():
+        query = (
+            select(Contact)
+            .join(ChannelIdentity)
+            .where(ChannelIdentity.channel == channel, ChannelIdentity.address == address, live)
+        )
+        found = session.exec(query).first()
+        if found:
+            return found
+    if phone:
+        found = session.exec(select(Contact).where(Contact.phone == phone, live)).first()
+        if found:
+            return found
+    if email:
+        return session.exec(select(Contact).where(Contact.email == email, live)).first()
+    return None
+
+
+def _link_identity(session: Session, contact: Contact, channel: str, address: str) -> None:
+    query = select(ChannelIdentity).where(
+        ChannelIdentity.channel == channel, ChannelIdentity.address == address
+    )
+    existing = session.exec(query).first()
+    if existing is None:
+        session.add(ChannelIdentity(contact_id=contact.id, channel=channel, address=address))
+
+
+def identities_of(session: Session, contact_id: str) -> dict[str, str]:
+    query = select(ChannelIdentity).where(ChannelIdentity.contact_id == contact_id)
+    return {i.channel: i.address for i in session.exec(query)}
+
+
+def states_of(session: Session, contact_id: str) -> dict[str, ChannelState]:
+    query = select(ChannelState).where(ChannelState.contact_id == contact_id)
+    return {s.channel: s for s in session.exec(query)}
+
+
+def contact_out(session: Session, contact: Contact) -> dict[str, Any]:
+    return {
+        "id": contact.id,
+        "external_id": contact.external_id,
+        "name": contact.name,
+        "phone": contact.phone,
+        "email": contact.email,
+        "country": contact.country,
+        "timezone": contact.timezone,
+        "locale": contact.locale,
+        "tags": contact.tags or [],
+        "preferred_channel": contact.preferred_channel,
+        "identities": identities_of(session, contact.id),
+        "created_at": rfc3339(contact.created_at),
+        "updated_at": rfc3339(contact.updated_at),
+    }
+
+
+def get_live(session: Session, contact_id: str) -> Contact:
+    contact = session.get(Contact, contact_id)
+    if contact is None or contact.deleted_at is not None:
+        raise not_found(f"contact {contact_id}")
+    return contact
+
+
+def create_contact(session: Session, gw: Gateway, body: ContactIn) -> dict[str, Any]:
+    if body.external_id:
+        query = select(Contact).where(Contact.external_id == body.external_id)
+        if session.exec(query).first():
+            raise conflict(f"a contact with external_id {body.external_id!r} exists")
+    if body.contact_id:
+        raise validation_failed("contact_id", "is assigned by the gateway")
+    contact = Contact(id=new_id("ct"), created_at=gw.clock())
+    session.add(contact)
+    session.flush()
+    to = To.model_validate(body.model_dump(exclude={"preferred_channel"}, exclude_none=True))
+    _apply(session, gw, contact, to)
+    contact.preferred_channel = body.preferred_channel
+    return contact_out(session, contact)
+
+
+def patch_contact(session: Session, gw: Gateway, contact_id: str, body: ContactPatch) -> dict[str, Any]:
+    contact = get_live(session, contact_id)
+    fields = body.model_dump(exclude_unset=True)
+    if "phone" in fields:
+        parsed = (
+            normalize_phone(body.phone or "", body.country, gw.settings.default_region, "phone")
+            if body.phone
+            else None
+        )
+        contact.phone = parsed.phone if parsed else None
+        contact.country = parsed.country if parsed else None
+        contact.timezone = parsed.timezone if parsed else None
+    if "email" in fields:
+        contact.email = normalize_email(body.email, "email") if body.email else None
+    for name in ("name", "locale", "preferred_channel"):
+        if name in fields:
+            setattr(contact, name, fields[name])
+    if "tags" in fields:
+        contact.tags = sorted(set(body.tags or []))
+    for channel, address in (body.identities or {}).items():
+        _replace_identity(session, contact, channel, address)
+    contact.updated_at = gw.clock()
+    return contact_out(session, contact)
+
+
+def _apply(session: Session, gw: Gateway, contact: Contact, to: To) -> None:
+    if to.phone:
+        parsed = normalize_phone(to.phone, to.country, gw.settings.default_region, "phone")
+        contact.phone, contact.country, contact.timezone = (
+            parsed.phone,
+            parsed.country,
+            parsed.timezone,
+        )
+    if to.email:
+        contact.email = normalize_email(to.email, "email")
+    contact.external_id = to.external_id
+    contact.name, contact.locale = to.name, to.locale
+    contact.tags = sorted(set(to.tags or []))
+    for channel, address in (to.identities or {}).items():
+        _replace_identity(session, contact, channel, address)
+
+
+def _replace_identity(session: Session, contact: Contact, channel: str, address: str) -> None:
+    query = select(ChannelIdentity).where(
+        ChannelIdentity.channel == channel, ChannelIdentity.address == address
+    )
+    taken = session.exec(query).first()
+    if taken and taken.contact_id != contact.id:
+        raise ProblemError(
+            409,
+            "conflict",
+            "Conflict",
+            f"{channel} identity {address!r} belongs to another contact",
+        )
+    mine = select(ChannelIdentity).where(
+        ChannelIdentity.contact_id == contact.id, ChannelIdentity.channel == channel
+    )
+    for old in session.exec(mine):
+        session.delete(old)
+    session.flush()
+    session.add(ChannelIdentity(contact_id=contact.id, channel=channel, address=address))
+
+
+def delete_contact(session: Session, gw: Gateway, contact_id: str) -> None:
+    """Erase addresses, identities and message bodies; keep anonymous delivery records."""
+    contact = get_live(session, contact_id)
+    for identity in session.exec(select(ChannelIdentity).where(ChannelIdentity.contact_id == contact.id)):
+        session.delete(identity)
+    for state in session.exec(select(ChannelState).where(ChannelState.contact_id == contact.id)):
+        session.delete(state)
+    for message in session.exec(select(Message).where(Message.contact_id == contact.id)):
+        message.content = None
+        message.metadata_ = None
+        message.plan = [{**step, "address": "erased"} for step in message.plan or []]
+    for name in ("external_id", "name", "phone", "email", "locale", "tags", "preferred_channel"):
+        setattr(contact, name, None)
+    contact.deleted_at = gw.clock()
+
+
+def find_contacts(session: Session, args: dict[str, str], gw: Gateway) -> list[Contact]:
+    """Look a contact up by external_id, phone, email or identity=<channel>:<address>."""
+    live = col(Contact.deleted_at).is_(None)
+    query = select(Contact).where(live)
+    if "external_id" in args:
+        query = query.where(Contact.external_id == args["external_id"])
+    if "phone" in args:
+        phone = normalize_phone(args["phone"], None, gw.settings.default_region, "phone").phone
+        query = query.where(Contact.phone == phone)
+    if "email" in args:
+        query = query.where(Contact.email == normalize_email(args["email"], "email"))
+    if "identity" in args:
+        channel, sep, address = args["identity"].partition(":")
+        if not sep or channel not in CHANNEL_NAMES:
+            raise validation_failed("identity", "must be <channel>:<address>")
+        query = query.join(ChannelIdentity).where(
+            ChannelIdentity.channel == channel, ChannelIdentity.address == address
+        )
+    return list(session.exec(query.order_by(col(Contact.id).desc())))
+
+
+def channel_rows(session: Session, gw: Gateway, contact_id: str) -> list[dict[str, Any]]:
+    """One row per channel the contact has an address on or the gateway learned something about."""
+    contact = get_live(session, contact_id)
+    identities = identities_of(session, contact.id)
+    states = states_of(session, contact.id)
+    rows = []
+    for name, info in gw.channels.items():
+        address = identities.get(name) or (
+            contact.phone
+            if info.address_kind == "phone"
+            else contact.email
+            if info.address_kind == "email"
+            else None
+        )
+        state = states.get(name)
+        if address is None and state is None:
+            continue
+        rows.append(
+            {
+                "channel": name,
+                "address": address,
+                "reachability": state.reachability if state else "unknown",
+                "reason": state.reason if state else None,
+                "since": rfc3339(state.since) if state else None,
+                "window_open_until": rfc3339(state.window_open_until) if state else None,
+                "opted_out": state.opted_out if state else False,
+            }
+        )
+    return rows

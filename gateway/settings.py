@@ -1,0 +1,240 @@
+"""Settings from `config/gateway.toml` and `GATEWAY_*` environment variables, validated at start-up.
+
+Precedence: built-in default < the TOML file < the environment. The TOML file uses the variable's name in
+lower case without the `GATEWAY_` prefix (`database_url = "..."`). `GATEWAY_CONFIG_FILE` names the file
+(default `config/gateway.toml` in the working directory; a missing default file is fine).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from dataclasses import field as dc_field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import phonenumbers
+
+from gateway.errors import ConfigError
+from gateway.timeutil import parse_duration
+
+Parser = Callable[[Any], Any]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    text = _text(value).strip()
+    return text or None
+
+
+def _int(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be an integer") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _float(low: float) -> Parser:
+    def parse(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
+        if number < low:
+            raise ValueError(f"must be at least {low}")
+        return number
+
+    return parse
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        value = float(value)
+    return parse_duration(value)
+
+
+def _url(value: Any) -> str:
+    text = _text(value).strip().rstrip("/")
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL")
+    return text
+
+
+def _database_url(value: Any) -> str:
+    text = _text(value).strip()
+    if not (text.startswith("sqlite:") or text.startswith("postgresql")):
+        raise ValueError("must be a sqlite:/// or postgresql+psycopg:// SQLAlchemy URL")
+    return text
+
+
+def _region(value: Any) -> str:
+    text = _text(value).strip().upper()
+    if text not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("must be a two-letter region code such as US or JP")
+    return text
+
+
+def _timezone(value: Any) -> str:
+    text = _text(value).strip()
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as UTC or Asia/Tokyo") from None
+    return text
+
+
+def _choice(*options: str) -> Parser:
+    def parse(value: Any) -> str:
+        text = _text(value).strip().lower()
+        if text not in options:
+            raise ValueError("must be one of " + ", ".join(options))
+        return text
+
+    return parse
+
+
+def _rates(value: Any) -> tuple[tuple[str, float], ...]:
+    if isinstance(value, Mapping):
+        value = ",".join(f"{k}={v}" for k, v in value.items())
+    rates: dict[str, float] = {}
+    for part in _text(value).split(","):
+        if not part.strip():
+            continue
+        name, sep, number = part.partition("=")
+        if not sep:
+            raise ValueError("must look like 'sms=10,email=50'")
+        try:
+            rates[name.strip()] = float(number)
+        except ValueError:
+            raise ValueError(f"rate for {name.strip()!r} must be a number") from None
+        if rates[name.strip()] < 0:
+            raise ValueError("rates must not be negative")
+    return tuple(rates.items())
+
+
+def setting(default: Any, parse: Parser, doc: str) -> Any:
+    return dc_field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the gateway; `GATEWAY_<NAME>` overrides `<name>` of the TOML file."""
+
+    database_url: str = setting(
+        "sqlite:///instance/gateway.db", _database_url, "SQLAlchemy URL of the database"
+    )
+    public_url: str = setting(
+        "http://127.0.0.1:8000", _url, "public base URL, for callback URLs and signature checks"
+    )
+    default_region: str = setting("US", _region, "region for phone numbers without a country code")
+    default_timezone: str = setting("UTC", _timezone, "time zone of contacts without a phone")
+    callback_secret: str | None = setting(
+        None, _optional_text, "signs status_callback deliveries (generated and stored if unset)"
+    )
+    log_level: str = setting("INFO", _choice("debug", "info", "warning", "error"), "logging level")
+    # Twilio (SMS)
+    twilio_account_sid: str | None = setting(None, _optional_text, "Twilio account SID")
+    twilio_auth_token: str | None = setting(None, _optional_text, "Twilio auth token")
+    twilio_from: str | None = setting(None, _optional_text, "sender number for SMS")
+    twilio_messaging_service_sid: str | None = setting(
+        None, _optional_text, "Twilio messaging service (used instead of twilio_from)"
+    )
+    twilio_base_url: str = setting("https://api.twilio.com", _url, "Twilio REST base URL")
+    # SMTP (email)
+    smtp_host: str | None = setting(None, _optional_text, "SMTP server host")
+    smtp_port: int = setting(587, _int(1, 65535), "SMTP server port")
+    smtp_username: str | None = setting(None, _optional_text, "SMTP user name")
+    smtp_password: str | None = setting(None, _optional_text, "SMTP password")
+    smtp_tls: str = setting("starttls", _choice("none", "starttls", "tls"), "none, starttls or tls")
+    smtp_from: str | None = setting(None, _optional_text, "From address of emails")
+    smtp_pool_size: int = setting(4, _int(1, 64), "SMTP connections kept open and reused")
+    # Dispatcher
+    dispatch_concurrency: int = setting(64, _int(1, 10000), "in-flight provider calls per dispatcher")
+    dispatch_interval: float = setting(1.0, _duration, "how often the scheduler wakes the dispatcher")
+    dispatch_lease: float = setting(
+        120.0, _duration, "how long a claim lasts; a dead worker's claims are retaken after it"
+    )
+    dispatch_batch: int = setting(200, _int(1, 10000), "rows claimed per round")
+    provider_timeout: float = setting(30.0, _duration, "timeout of one provider call")
+    channel_rates: tuple[tuple[str, float], ...] = setting(
+        (), _rates, "messages per second per channel, e.g. 'sms=10,email=50' (0 = unlimited)"
+    )
+    # Routing defaults (used when neither a rule nor the request says otherwise)
+    default_after: float = setting(900.0, _duration, "how long a step may take to reach `until`")
+    default_ttl: float = setting(86400.0, _duration, "how long a message may wait to be sent")
+    retry_attempts: int = setting(3, _int(1, 100), "tries per step, the first one included")
+    retry_backoff: float = setting(30.0, _duration, "delay before the first retry")
+    retry_multiplier: float = setting(2.0, _float(1.0), "backoff growth per retry")
+    retry_max_backoff: float = setting(1800.0, _duration, "longest delay between retries")
+    retry_jitter: float = setting(0.2, _float(0.0), "random spread of each delay, as a fraction")
+
+    def rate_for(self, channel: str, default: float) -> float:
+        """Messages per second for a channel (0 = unlimited)."""
+        return dict(self.channel_rates).get(channel, default)
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return "GATEWAY_" + name.upper()
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the TOML file and the environment; raise ConfigError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path_text = env.get("GATEWAY_CONFIG_FILE")
+    path = Path(path_text or "config/gateway.toml")
+    if path.exists():
+        try:
+            raw.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"GATEWAY_CONFIG_FILE: {path} is not valid TOML: {exc}") from None
+    elif path_text:
+        raise ConfigError(f"GATEWAY_CONFIG_FILE: {path} does not exist")
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}")
+    for name in known:
+        value = env.get(Settings.env_name(name))
+        if value is not None:
+            raw[name] = value
+    raw.update(overrides or {})
+    parsed: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name not in raw:
+            continue
+        value = raw[f.name]
+        if value is None or (value == "" and f.metadata["parse"] is _optional_text):
+            parsed[f.name] = None
+            continue
+        try:
+            parsed[f.name] = f.metadata["parse"](value)
+        except ValueError as exc:
+            raise ConfigError(f"{Settings.env_name(f.name)}: {exc} (got {value!r})") from None
+    return Settings(**parsed)
+
+
+def documented_settings() -> list[tuple[str, str, Any]]:
+    """(variable, doc, default) of every setting, for `config/gateway.toml` and the docs."""
+    return [(Settings.env_name(f.name), f.metadata["doc"], f.default) for f in fields(Settings)]

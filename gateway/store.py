@@ -1,0 +1,119 @@
+"""Engine, schema and the queries that need care: claiming due work with a lease, locking a message.
+
+SQLite (the embedded default) runs in WAL mode with foreign keys on, and every transaction starts with
+`BEGIN IMMEDIATE` so writers queue on the database lock instead of failing on a lock upgrade.
+PostgreSQL claims with `SELECT … FOR UPDATE SKIP LOCKED`, so several workers never take the same row.
+
+Schema upgrades: the schema is created on start (`create_all`, which only adds missing tables). Until the
+first release, a changed table means a new database; from the first release on, upgrades ship as Alembic
+migrations run by `gateway migrate` before the new version starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, update
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, SQLModel, col, select
+
+from gateway import models
+from gateway.timeutil import add_seconds
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """Create the engine for a SQLite or PostgreSQL URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # let the "begin" hook issue BEGIN itself
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables (tables are imported with gateway.models)."""
+    assert models.Contact.__tablename__  # the import registers every table on SQLModel.metadata
+    SQLModel.metadata.create_all(engine)
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any exception."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def claim_due_messages(session: Session, worker: str, now: datetime, lease: float, limit: int) -> list[str]:
+    """Claim up to `limit` messages whose work is due and whose claim is free or has expired."""
+    query = (
+        select(models.Message.id)
+        .where(col(models.Message.due_at) <= now)
+        .where(or_(col(models.Message.claimed_until).is_(None), col(models.Message.claimed_until) < now))
+        .order_by(col(models.Message.due_at))
+        .limit(limit)
+    )
+    if is_postgres(session.get_bind()):  # type: ignore[arg-type]
+        query = query.with_for_update(skip_locked=True)
+    ids = list(session.exec(query))
+    if ids:
+        session.execute(
+            update(models.Message)
+            .where(col(models.Message.id).in_(ids))
+            .values(claimed_until=add_seconds(now, lease), claimed_by=worker)
+        )
+    return ids
+
+
+def next_due_at(session: Session, now: datetime) -> datetime | None:
+    """The earliest due time of work nobody holds a live claim on."""
+    query = select(func.min(models.Message.due_at)).where(
+        or_(col(models.Message.claimed_until).is_(None), col(models.Message.claimed_until) < now)
+    )
+    value = session.exec(query).one()
+    return value
+
+
+def lock_message(session: Session, message_id: str) -> models.Message | None:
+    """Load a message for update; callers change it and its attempts in the same transaction."""
+    query = select(models.Message).where(models.Message.id == message_id).with_for_update()
+    return session.exec(query).first()
+
+
+def release_claims(session: Session, worker: str) -> None:
+    """Give back every claim of a worker that is shutting down."""
+    session.execute(
+        update(models.Message)
+        .where(col(models.Message.claimed_by) == worker)
+        .values(claimed_until=None, claimed_by=None)
+    )
