@@ -131,11 +131,13 @@ def _demo(_args: argparse.Namespace) -> int:
 
 
 def _check(_args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
     from gateway.channels import channel_statuses
     from gateway.settings import load_settings
 
     settings = load_settings()
-    print(f"database: {settings.database_url}")
+    print(f"database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
     for status in channel_statuses(settings):
         state = "enabled" if status.enabled else "disabled"
         print(f"{status.name}: {state} ({status.reason})")

@@ -53,8 +53,8 @@ Decision = Retry | NextStep | GiveUp
 
 def backoff_seconds(try_number: int, retry: RetrySpec, jitter: float, rand: float) -> float:
     """Exponential backoff for the retry after try `try_number`, spread by ±jitter."""
-    base = min(retry.max_backoff, retry.backoff * retry.multiplier ** (try_number - 1))
-    return max(0.0, base * (1 + jitter * (2 * rand - 1)))
+    base = retry.backoff * retry.multiplier ** (try_number - 1)
+    return min(retry.max_backoff, max(0.0, base * (1 + jitter * (2 * rand - 1))))
 
 
 def decide_after_error(

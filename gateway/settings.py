@@ -7,6 +7,7 @@ lower case without the `GATEWAY_` prefix (`database_url = "..."`). `GATEWAY_CONF
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 import zoneinfo
@@ -57,6 +58,8 @@ def _float(low: float) -> Parser:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError("must be a number") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
         if number < low:
             raise ValueError(f"must be at least {low}")
         return number
@@ -125,8 +128,8 @@ def _rates(value: Any) -> tuple[tuple[str, float], ...]:
             rates[name.strip()] = float(number)
         except ValueError:
             raise ValueError(f"rate for {name.strip()!r} must be a number") from None
-        if rates[name.strip()] < 0:
-            raise ValueError("rates must not be negative")
+        if not math.isfinite(rates[name.strip()]) or rates[name.strip()] < 0:
+            raise ValueError("rates must be finite and not negative")
     return tuple(rates.items())
 
 

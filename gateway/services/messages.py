@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from gateway import store
 from gateway.core import Gateway
-from gateway.errors import ProblemError, conflict, not_found
+from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
 from gateway.models import Attempt, Contact, IdempotencyRecord, Message
 from gateway.routing import ContactFacts, Plan, RouteRequest, StateFacts, plan_route
@@ -140,6 +140,9 @@ def _write_message(
     session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
 ) -> tuple[Message, dict[str, Any]]:
     now = gw.clock()
+    if body.in_reply_to:
+        # Inbound messages are not stored yet, so no `in_…` id can exist; say so instead of ignoring it.
+        raise validation_failed("in_reply_to", "no such inbound message")
     contact = resolve_contact(session, gw, body.to)
     plan = compute_plan(session, gw, contact, body)
     send_at = body.send_at.astimezone(UTC) if body.send_at else None

@@ -1,0 +1,1 @@
+"""HTTP API: Flask blueprints; views parse, call a service, and answer."""

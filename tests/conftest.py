@@ -1,0 +1,110 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when GATEWAY_TEST_POSTGRES_URL is set),
+provider simulators on loopback, and a gateway served by a real WSGI server."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from gateway.local import LocalGateway, simulator_settings
+from gateway.simulators.smtp import SmtpSimulator
+from gateway.simulators.twilio import TwilioSimulator
+
+POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
+
+# Short durations so retry and fallback timing is exercised without long sleeps.
+FAST = {
+    "retry_backoff": "0.2s",
+    "retry_max_backoff": "1s",
+    "retry_jitter": 0,
+    "dispatch_interval": "0.2s",
+    "channel_rates": "sms=0",
+}
+
+
+def postgres_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/gateway.db"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set (CI sets it)")
+    schema = "t_" + secrets.token_hex(6)
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield postgres_schema_url(POSTGRES_URL, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioSimulator]:
+    with TwilioSimulator(callback_delay=0.05) as sim:
+        yield sim
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSimulator]:
+    with SmtpSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def make_gateway(
+    database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator
+) -> Iterator[Callable[..., LocalGateway]]:
+    """Start a gateway (API + dispatcher on a real WSGI server) with extra setting overrides."""
+    started: list[LocalGateway] = []
+
+    def start(**overrides: Any) -> LocalGateway:
+        settings = simulator_settings(twilio, smtp) | {"database_url": database_url} | FAST | overrides
+        local = LocalGateway(settings).start()
+        started.append(local)
+        return local
+
+    yield start
+    for local in started:
+        local.stop()
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., LocalGateway]) -> LocalGateway:
+    return make_gateway()
+
+
+def wait_for(
+    local: LocalGateway,
+    message_id: str,
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """Poll GET /v1/messages/{id} until `done(message)`; fail with the last state otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = local.call("GET", f"/v1/messages/{message_id}").body
+        if done(message):
+            return message
+        if time.monotonic() > deadline:
+            raise AssertionError(f"message did not get there in {timeout}s: {message}")
+        time.sleep(0.05)
+
+
+def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m["status"] in statuses
