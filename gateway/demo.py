@@ -76,7 +76,8 @@ def run_demo(timeout: float = 30.0) -> int:
             for title, message_id in sent:
                 print(format_journey(title, journeys[message_id]))
             print(
-                f"SMTP server received {len(smtp.messages)} emails; Twilio stand-in {len(twilio.messages)} SMS."
+                f"The SMTP server received {len(smtp.messages)} emails, "
+                f"the Twilio stand-in {len(twilio.messages)} SMS."
             )
             print(
                 "\nKeep exploring: the database stays at\n"

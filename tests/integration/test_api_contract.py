@@ -13,10 +13,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlmodel import SQLModel
+from sqlalchemy import func, select
+from sqlmodel import Session, SQLModel
 
-from gateway import models  # noqa: F401  (registers every table on SQLModel.metadata)
+from gateway import models
 from gateway.local import Answer, LocalGateway
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
 
@@ -503,9 +503,11 @@ def test_delete_contact_erases_it_and_keeps_delivery_records(gateway: LocalGatew
     assert message.status == 200, message
     assert message.body["status"] == "delivered"
     assert message.body["metadata"] is None
-    with gateway.gw.engine.connect() as conn:
-        content = conn.execute(text("SELECT content FROM message WHERE id = :id"), {"id": sent["id"]})
-        assert content.scalar_one() is None
+    with Session(gateway.gw.engine) as session:
+        stored = session.get(models.Message, sent["id"])
+        assert stored is not None
+        assert stored.content is None
+        assert stored.metadata_ is None
 
 
 # -- routing rules -----------------------------------------------------------------------------------

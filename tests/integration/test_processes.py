@@ -1,0 +1,89 @@
+"""The processes a user runs: `gateway worker` beside an API-only server, and `gateway demo`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.local import LocalGateway
+from gateway.simulators.smtp import SmtpSimulator
+from gateway.simulators.twilio import TwilioSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_worker_sends_what_an_api_only_process_accepted(
+    database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator, tmp_path: Path
+) -> None:
+    api = LocalGateway(
+        {
+            "database_url": database_url,
+            "twilio_account_sid": twilio.account_sid,
+            "twilio_auth_token": twilio.auth_token,
+            "twilio_from": "+14155550000",
+            "twilio_base_url": twilio.base_url,
+        },
+        with_dispatcher=False,
+    ).start()
+    (tmp_path / "empty.toml").write_text("")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "GATEWAY_CONFIG_FILE": str(tmp_path / "empty.toml"),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_PUBLIC_URL": api.url,
+        "GATEWAY_TWILIO_ACCOUNT_SID": twilio.account_sid,
+        "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "GATEWAY_TWILIO_FROM": "+14155550000",
+        "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
+        "GATEWAY_DISPATCH_INTERVAL": "0.2s",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        accepted = api.call("POST", "/v1/messages", {"to": {"phone": "+14155550120"}, "content": {"text": "w"}})
+        assert accepted.status == 202
+        deadline = time.monotonic() + 20
+        while True:
+            message = api.call("GET", f"/v1/messages/{accepted.body['id']}").body
+            # The worker sends; the API process receives the delivery callback.
+            if message["status"] == "delivered":
+                break
+            assert time.monotonic() < deadline, message
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=30)[0].decode()
+        api.stop()
+    assert worker.returncode == 0, output
+    assert "worker" in output
+    assert twilio.sends_to("+14155550120") == 1
+
+
+def test_demo_runs_to_the_end_and_shows_every_journey(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_CONFIG_FILE": str(ROOT / "config/gateway.toml")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("DELIVERED via sms") == 2
+    assert "error transient 30008" in out
+    assert "error invalid_address 21211" in out
+    assert "error timeout" in out
+    assert out.count("SENT via email") == 2
+    assert "FAILED (all-channels-failed) via email" in out
+    assert "Authorization: Bearer gw_" in out
