@@ -88,6 +88,12 @@ class ProblemError(GatewayError):
     def __str__(self) -> str:
         return f"{self.status} {self.slug}: {self.detail or self.title}"
 
+    def within(self, prefix: str) -> ProblemError:
+        """The same problem with every field path put under `prefix` (for batch items)."""
+        errors = [FieldError(prefix + e.field, e.message) for e in self.errors]
+        detail = f"{prefix}{self.detail}" if errors else self.detail
+        return ProblemError(self.status, self.slug, self.title, detail, errors, dict(self.headers))
+
     def to_body(self) -> dict[str, object]:
         body: dict[str, object] = {
             "type": self.slug,

@@ -73,6 +73,7 @@ class LocalGateway:
         self._thread: threading.Thread | None = None
         self.dispatcher: Dispatcher | None = None
         self._scheduler: Any = None
+        self._stopping = False
 
     @property
     def gw(self) -> Gateway:
@@ -90,10 +91,17 @@ class LocalGateway:
             self.dispatcher.start()
             self._scheduler = start_scheduler(self.dispatcher)
         self._server = create_server(self.app, host="127.0.0.1", port=port, threads=8)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         self.key = self.new_key("admin")
         return self
+
+    def _serve(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            if not self._stopping:  # closing the sockets from stop() ends the loop this way
+                raise
 
     def new_key(self, *scopes: str) -> str:
         with store.transaction(self.gw.engine) as session:
@@ -101,6 +109,7 @@ class LocalGateway:
         return secret
 
     def stop(self) -> None:
+        self._stopping = True
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:

@@ -98,7 +98,7 @@ def parse_body(model: type[M]) -> M:
         raise problem_from(exc) from None
 
 
-def problem_from(exc: ValidationError, prefix: str = "") -> ProblemError:
+def problem_from(exc: ValidationError) -> ProblemError:
     """Turn pydantic's errors into a problem with dotted field paths."""
     errors = []
     for err in exc.errors():
@@ -111,7 +111,7 @@ def problem_from(exc: ValidationError, prefix: str = "") -> ProblemError:
             )
         parts = [str(p) for p in err["loc"] if not re.search(r"[\[\(]", str(p))]
         parts = [p for p in parts if p not in ("str", "int", "float", "bool", "list", "dict")]
-        where = prefix + ".".join(parts) if parts else (prefix.rstrip(".") or "body")
+        where = ".".join(parts) if parts else "body"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "is not a known field"

@@ -64,14 +64,13 @@ def send_batch() -> Response:
     results: list[dict[str, object]] = []
     for i, raw in enumerate(batch.messages):
         try:
-            try:
-                body = SendRequest.model_validate_json(json.dumps(raw))
-            except ValidationError as exc:
-                raise problem_from(exc, prefix=f"messages.{i}.") from None
+            body = SendRequest.model_validate_json(json.dumps(raw))
             _, answer = messages.accept_message(gateway(), caller().key_id, body, None)
             results.append(answer)
+        except ValidationError as exc:
+            results.append({"error": problem_from(exc).within(f"messages.{i}.").to_body()})
         except ProblemError as problem:
-            results.append({"error": problem.to_body()})
+            results.append({"error": problem.within(f"messages.{i}.").to_body()})
     return json_response({"results": results}, 202)
 
 

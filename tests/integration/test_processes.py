@@ -50,7 +50,9 @@ def test_worker_sends_what_an_api_only_process_accepted(
         stderr=subprocess.STDOUT,
     )
     try:
-        accepted = api.call("POST", "/v1/messages", {"to": {"phone": "+14155550120"}, "content": {"text": "w"}})
+        accepted = api.call(
+            "POST", "/v1/messages", {"to": {"phone": "+14155550120"}, "content": {"text": "w"}}
+        )
         assert accepted.status == 202
         deadline = time.monotonic() + 20
         while True:
