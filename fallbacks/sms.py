@@ -20,6 +20,7 @@ from twilio.rest import Client
 from gateway.channels.base import (
     AddressKind,
     Channel,
+    Inbound,
     OutgoingMessage,
     ProviderStatus,
     SendResult,
@@ -39,7 +40,7 @@ TWILIO_ERROR_KINDS: dict[int, tuple[ErrorKind, str]] = {
     21211: (ErrorKind.INVALID_ADDRESS, "invalid To number"),
     21614: (ErrorKind.UNREACHABLE, "To is not a mobile number"),
     21408: (ErrorKind.REJECTED, "sending to this region is not enabled"),
-    21610: (ErrorKind.BLOCKED, "recipient replied STOP and opted out of SMS from this sender"),
+    21610: (ErrorKind.OPTED_OUT, "recipient replied STOP and opted out of SMS from this sender"),
     30003: (ErrorKind.TRANSIENT, "unreachable handset"),
     30004: (ErrorKind.BLOCKED, "message blocked"),
     30005: (ErrorKind.UNREACHABLE, "unknown handset"),
@@ -171,6 +172,12 @@ class SmsChannel(Channel):
     max_text_length: ClassVar[int] = 1600
     default_rate: ClassVar[float] = 10.0
     status_webhook: ClassVar[str | None] = "twilio/status"
+    inbound_webhook: ClassVar[str | None] = "twilio/inbound"
+    # The carrier-standard keywords (CTIA); Twilio honours the same words on its side.
+    opt_out_keywords: ClassVar[frozenset[str]] = frozenset(
+        {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+    )
+    opt_in_keywords: ClassVar[frozenset[str]] = frozenset({"START", "UNSTOP", "YES"})
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -249,6 +256,30 @@ class SmsChannel(Channel):
         if not token or not signature:
             return False
         return bool(RequestValidator(token).validate(request.url, request.form, signature))
+
+    def parse_inbound_webhook(self, request: WebhookRequest) -> list[Inbound]:
+        """An incoming SMS (or WhatsApp message through Twilio, from `whatsapp:+…`)."""
+        sid = request.form.get("MessageSid") or request.form.get("SmsSid")
+        sender = request.form.get("From")
+        if not sid or not sender:
+            return []
+        channel = "sms"
+        if sender.startswith("whatsapp:"):
+            channel, sender = "whatsapp", sender.removeprefix("whatsapp:")
+        media = [
+            request.form[f"MediaUrl{i}"]
+            for i in range(_int_or_none(request.form.get("NumMedia")) or 0)
+            if f"MediaUrl{i}" in request.form
+        ]
+        return [
+            Inbound(
+                channel=channel,
+                sender=sender,
+                text=request.form.get("Body"),
+                provider_message_id=sid,
+                raw={**request.form, "media": media},
+            )
+        ]
 
     def parse_status_webhook(self, request: WebhookRequest) -> list[StatusUpdate]:
         """Turn a status callback into at most one update; unknown statuses give none."""

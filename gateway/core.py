@@ -5,11 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
 from gateway import store
 from gateway.channels import channel_infos
+from gateway.events import Subscriptions
 from gateway.models import Setting
 from gateway.progress import Progress
 from gateway.routing import ChannelInfo, Defaults, RetrySpec
@@ -27,10 +29,15 @@ class Gateway:
     channels: dict[str, ChannelInfo] = field(default_factory=dict)
     # Called after a message is accepted so the in-process dispatcher starts at once.
     nudge: Callable[[], None] = lambda: None
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)
+    # Called with each newly stored inbound message, after its transaction committed.
+    after_inbound: list[Callable[[Gateway, Any], None]] = field(default_factory=list)
 
     @property
     def progress(self) -> Progress:
-        return Progress(self.clock, self.settings.retry_jitter)
+        from gateway.effects import GatewayEffects
+
+        return Progress(self.clock, self.settings.retry_jitter, effects=GatewayEffects(self))
 
     @property
     def defaults(self) -> Defaults:

@@ -15,18 +15,24 @@ import secrets
 import socket
 import threading
 import time
+import time as clock
+from collections.abc import Coroutine
+from typing import Any
 
-from gateway import store
+import aiohttp
+
+from gateway import events, store
 from gateway.channels import build_channels
 from gateway.channels.base import Channel, SendResult
 from gateway.content import outgoing_for
 from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
-from gateway.models import Attempt
+from gateway.models import Attempt, Event, EventDelivery
 from gateway.progress import SendJob
 
 log = logging.getLogger("gateway.dispatch")
 IDLE_WAIT = 60.0  # longest sleep when nothing is due; the scheduler tick wakes it sooner
+EVENT_TIMEOUT = 10.0  # seconds a business system has to answer an event delivery
 
 
 class Pacer:
@@ -62,6 +68,7 @@ class Dispatcher:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
 
     # -- control from other threads -------------------------------------------------------------
 
@@ -94,6 +101,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         for channel in self.channels.values():
             await channel.open()
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=EVENT_TIMEOUT))
         self._ready.set()
         try:
             while not self._stopping:
@@ -108,9 +116,11 @@ class Dispatcher:
         if free > 0:
             claimed = await asyncio.to_thread(self._claim, min(free, self.gw.settings.dispatch_batch))
             for message_id in claimed:
-                task = asyncio.create_task(self._process(message_id))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._spawn(self._process(message_id))
+        free = self.gw.settings.dispatch_concurrency - len(self._inflight)
+        if free > 0:
+            for delivery_id in await asyncio.to_thread(self._claim_deliveries, free):
+                self._spawn(self._deliver(delivery_id))
         if claimed and len(claimed) == min(free, self.gw.settings.dispatch_batch):
             await asyncio.sleep(0)  # there may be more: claim again once the new tasks started
             return
@@ -121,6 +131,11 @@ class Dispatcher:
             pass
         self._wake.clear()
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
     async def _shutdown(self) -> None:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=getattr(self, "_grace", 10.0))
@@ -130,6 +145,8 @@ class Dispatcher:
             store.release_claims(session, self.worker)
         for channel in self.channels.values():
             await channel.close()
+        if self._http is not None:
+            await self._http.close()
 
     async def _process(self, message_id: str) -> None:
         try:
@@ -161,7 +178,59 @@ class Dispatcher:
             log.exception("adapter %s raised an unclassified error", job.channel)
             return ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
 
+    async def _deliver(self, delivery_id: str) -> None:
+        """POST one event to a business system; any non-2xx answer or error is retried later."""
+        try:
+            loaded = await asyncio.to_thread(self._load_delivery, delivery_id)
+            if loaded is None:
+                return
+            url, body, secret = loaded
+            headers = {
+                "Content-Type": "application/json",
+                "Gateway-Signature": events.sign(secret, body, int(clock.time())),
+            }
+            error = None
+            assert self._http is not None
+            try:
+                async with self._http.post(url, data=body, headers=headers) as response:
+                    if not 200 <= response.status < 300:
+                        error = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            more = await asyncio.to_thread(self._record_delivery, delivery_id, error)
+        except Exception:
+            log.exception("event delivery %s failed; its claim will expire and be retaken", delivery_id)
+            return
+        if more and self._wake is not None:
+            self._wake.set()  # the next event for this endpoint and contact may go now
+
     # -- database work (runs in worker threads) --------------------------------------------------
+
+    def _claim_deliveries(self, limit: int) -> list[str]:
+        with store.transaction(self.gw.engine) as session:
+            return events.claim_due_deliveries(
+                session, self.worker, self.gw.clock(), self.gw.settings.dispatch_lease, limit
+            )
+
+    def _load_delivery(self, delivery_id: str) -> tuple[str, bytes, str] | None:
+        with store.transaction(self.gw.engine) as session:
+            delivery = session.get(EventDelivery, delivery_id)
+            event = session.get(Event, delivery.event_id) if delivery else None
+            if delivery is None or event is None or delivery.claimed_by != self.worker:
+                return None
+            return (
+                delivery.url,
+                events.body_of(event),
+                events.secret_for(session, delivery, self.gw.callback_secret()),
+            )
+
+    def _record_delivery(self, delivery_id: str, error: str | None) -> bool:
+        with store.transaction(self.gw.engine) as session:
+            delivery = session.get(EventDelivery, delivery_id)
+            if delivery is None:
+                return False
+            events.record_delivery(session, delivery, error, self.gw.clock())
+            return error is None
 
     def _claim(self, limit: int) -> list[str]:
         with store.transaction(self.gw.engine) as session:
@@ -191,7 +260,8 @@ class Dispatcher:
     def _seconds_until_due(self) -> float:
         with store.transaction(self.gw.engine) as session:
             now = self.gw.clock()
-            due = store.next_due_at(session, now)
+            dues = [store.next_due_at(session, now), events.next_due_at(session, now)]
+        due = min((d for d in dues if d is not None), default=None)
         if due is None:
             return IDLE_WAIT
         return min(IDLE_WAIT, max(0.0, (due - now).total_seconds()))

@@ -32,6 +32,7 @@ class Contact(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     deleted_at: datetime | None = None  # erased: addresses and bodies gone, delivery counts kept
+    merged_into: str | None = Field(default=None, max_length=40)  # this record became that contact
 
 
 class ChannelIdentity(SQLModel, table=True):
@@ -57,6 +58,7 @@ class ChannelState(SQLModel, table=True):
     window_open_until: datetime | None = None
     last_inbound_at: datetime | None = None
     opted_out: bool = False
+    opted_out_at: datetime | None = None
 
 
 class Message(SQLModel, table=True):
@@ -82,12 +84,15 @@ class Message(SQLModel, table=True):
     current_attempt_id: str | None = Field(default=None, max_length=40)
     metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON, nullable=True))
     status_callback: str | None = Field(default=None, max_length=2048)
+    in_reply_to: str | None = Field(default=None, max_length=40)
     send_at: datetime | None = None
     expires_at: datetime | None = None
     due_at: datetime | None = None
     claimed_until: datetime | None = None
     claimed_by: str | None = Field(default=None, max_length=64)
     completed: bool = False
+    # Whether a later step may be used after an opt-out (categories the rule allows to fall back).
+    fallback_past_opt_out: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -156,3 +161,90 @@ class Setting(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=500)
+
+
+class InboundMessage(SQLModel, table=True):
+    """A message a customer sent; stored once per (channel, provider message id)."""
+
+    __table_args__ = (
+        UniqueConstraint("channel", "provider_message_id"),
+        Index("ix_inbound_contact", "contact_id", "received_at"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    contact_id: str = Field(foreign_key="contact.id", max_length=40)
+    channel: str = Field(max_length=20)
+    address: str = Field(max_length=320)
+    text: str | None = None
+    button_id: str | None = Field(default=None, max_length=64)
+    provider_message_id: str = Field(max_length=255)
+    in_reply_to: str | None = Field(default=None, max_length=40)
+    received_at: datetime = Field(default_factory=utcnow)
+    raw: dict[str, Any] | None = _json()
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """A business system's endpoint for events; the secret signs deliveries and is shown once."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    url: str = Field(max_length=2048)
+    events: list[str] | None = _json()
+    secret: str = Field(max_length=100)
+    created_at: datetime = Field(default_factory=utcnow)
+    deleted_at: datetime | None = None
+
+
+class Event(SQLModel, table=True):
+    """Something a business system may want to hear about."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    type: str = Field(max_length=40)
+    contact_id: str | None = Field(default=None, max_length=40)
+    data: dict[str, Any] | None = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EventDelivery(SQLModel, table=True):
+    """One event to one endpoint; retried with backoff, delivered in order per (endpoint, contact)."""
+
+    __table_args__ = (
+        Index("ix_delivery_due", "due_at"),
+        Index("ix_delivery_order", "target", "contact_id", "delivered", "id"),
+    )
+    id: str = Field(primary_key=True, max_length=40)
+    event_id: str = Field(foreign_key="event.id", max_length=40)
+    target: str = Field(max_length=60)  # wh_… subscription id, or msg_… for a status_callback
+    url: str = Field(max_length=2048)
+    contact_id: str | None = Field(default=None, max_length=40)
+    delivered: bool = False
+    given_up: bool = False
+    tries: int = 0
+    last_error: str | None = Field(default=None, max_length=500)
+    due_at: datetime | None = None
+    claimed_until: datetime | None = None
+    claimed_by: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AutoReplyRule(SQLModel, table=True):
+    """An automatic answer to inbound messages: on keywords, or outside business hours."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(unique=True, max_length=100)
+    order: int = 100
+    enabled: bool = True
+    keywords: list[str] | None = _json()
+    business_hours: dict[str, Any] | None = _json()
+    channels: list[str] | None = _json()
+    reply: str = Field(max_length=4096)
+    once_per: float = 86400.0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AutoReplySent(SQLModel, table=True):
+    """When an auto-reply rule last answered a contact (at most once per `once_per`)."""
+
+    rule_id: str = Field(primary_key=True, max_length=40)
+    contact_id: str = Field(primary_key=True, max_length=40)
+    sent_at: datetime = Field(default_factory=utcnow)

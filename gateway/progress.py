@@ -12,17 +12,18 @@ without losing either report.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import Session, select
 
 from gateway.channels.base import SendResult, StatusUpdate
 from gateway.errors import ChannelError, ErrorKind
 from gateway.ids import new_id
-from gateway.models import Attempt, Message
+from gateway.models import Attempt, ChannelState, Message
 from gateway.routing import RetrySpec, receipt_reached
 from gateway.timeutil import add_seconds
 
@@ -67,8 +68,11 @@ def decide_after_error(
     jitter: float,
     now: datetime,
     rand: float,
+    fallback_past_opt_out: bool = True,
 ) -> Decision:
     """What follows a failed try: retry this channel, move to the next step, or give up."""
+    if error_kind == ErrorKind.OPTED_OUT and not fallback_past_opt_out:
+        return GiveUp("opted-out")  # an opt-out is never bypassed by fallback for this category
     if error_kind == ErrorKind.RATE_LIMITED:
         delay = retry_after if retry_after is not None else retry.backoff
         return Retry(add_seconds(now, delay), counts_as_try=False)
@@ -91,6 +95,14 @@ class SendJob:
     expires_at: datetime | None
 
 
+class Effects(Protocol):
+    """What else happens when attempts and messages change (learning, events)."""
+
+    def attempt_changed(self, session: Session, message: Message, attempt: Attempt) -> None: ...
+
+    def message_changed(self, session: Session, message: Message) -> None: ...
+
+
 class Progress:
     """Applies outcomes to messages; `now` and `rand` are injected for tests."""
 
@@ -99,15 +111,32 @@ class Progress:
         now: Callable[[], datetime],
         jitter: float,
         rand: Callable[[], float] = random.random,
+        effects: Effects | None = None,
     ) -> None:
         self.now = now
         self.jitter = jitter
         self.rand = rand
+        self.effects = effects
+
+    @contextmanager
+    def _watching(self, session: Session, message: Message) -> Iterator[None]:
+        before = message.status
+        yield
+        if self.effects is not None and message.status != before:
+            self.effects.message_changed(session, message)
+
+    def _attempt_changed(self, session: Session, message: Message, attempt: Attempt) -> None:
+        if self.effects is not None:
+            self.effects.attempt_changed(session, message, attempt)
 
     # -- the dispatcher's side --------------------------------------------------------------
 
     def take_due(self, session: Session, message: Message) -> SendJob | None:
         """Do what is due on a claimed message; return the attempt to send, if any."""
+        with self._watching(session, message):
+            return self._take_due(session, message)
+
+    def _take_due(self, session: Session, message: Message) -> SendJob | None:
         now = self.now()
         if message.completed:
             self._settle(message, None)
@@ -120,7 +149,11 @@ class Progress:
             self._settle(message, None)
             return None
         if attempt.status in ("pending", "sending"):
-            return self._begin(message, attempt)
+            refusal = self._refusal(session, message, attempt)
+            if refusal is None:
+                return self._begin(message, attempt)
+            self._fail(session, message, attempt, refusal)  # learned since planning: do not send
+            return None
         if attempt.status == "failed" or attempt.error_kind is not None:
             self._settle(message, None)  # already decided when the failure was recorded
             return None
@@ -145,6 +178,12 @@ class Progress:
         result: SendResult | ChannelError,
     ) -> None:
         """Record what the provider answered and schedule what follows."""
+        with self._watching(session, message):
+            self._finish_send(session, message, attempt, result)
+
+    def _finish_send(
+        self, session: Session, message: Message, attempt: Attempt, result: SendResult | ChannelError
+    ) -> None:
         now = self.now()
         attempt.updated_at = now
         if isinstance(result, SendResult):
@@ -153,6 +192,7 @@ class Progress:
                 attempt.status = result.status
                 attempt.sent_at = now
                 self._after_progress(message, attempt)
+                self._attempt_changed(session, message, attempt)
             return
         if attempt.status == "sending":  # else a webhook already decided this attempt
             self._fail(session, message, attempt, result)
@@ -163,6 +203,12 @@ class Progress:
         self, session: Session, message: Message, attempt: Attempt, update: StatusUpdate
     ) -> None:
         """Apply a provider status report; a failure schedules a retry or the next step."""
+        with self._watching(session, message):
+            self._apply_status(session, message, attempt, update)
+
+    def _apply_status(
+        self, session: Session, message: Message, attempt: Attempt, update: StatusUpdate
+    ) -> None:
         now = update.at or self.now()
         attempt.provider_message_id = attempt.provider_message_id or update.provider_message_id
         if update.status == "failed":
@@ -172,6 +218,7 @@ class Progress:
             if attempt.id != message.current_attempt_id or message.completed:
                 self._record_error(attempt, update.error)
                 attempt.status = "failed"
+                self._attempt_changed(session, message, attempt)
                 return
             self._fail(session, message, attempt, update.error)
             return
@@ -181,6 +228,7 @@ class Progress:
         attempt.updated_at = self.now()
         if update.status in ("delivered", "read") and attempt.delivered_at is None:
             attempt.delivered_at = now
+        self._attempt_changed(session, message, attempt)
         if attempt.id == message.current_attempt_id:
             self._after_progress(message, attempt)
         elif message.status not in FINAL_STATUSES and receipt_reached(
@@ -244,6 +292,7 @@ class Progress:
         now = self.now()
         self._record_error(attempt, error)
         attempt.status = "failed"
+        self._attempt_changed(session, message, attempt)
         if message.status in FINAL_STATUSES or message.completed:
             self._settle(message, None)
             return
@@ -257,6 +306,7 @@ class Progress:
             self.jitter,
             now,
             self.rand(),
+            message.fallback_past_opt_out,
         )
         message.updated_at = now
         if isinstance(decision, Retry):
@@ -317,6 +367,11 @@ class Progress:
         self._settle(message, None)
 
     def cancel(self, session: Session, message: Message) -> None:
+        """Stop a message that is not final; pending attempts are superseded."""
+        with self._watching(session, message):
+            self._cancel(session, message)
+
+    def _cancel(self, session: Session, message: Message) -> None:
         message.status = "cancelled"
         message.reason = "cancelled"
         message.completed = True
@@ -337,6 +392,16 @@ class Progress:
         message.claimed_until = None
         message.claimed_by = None
         message.updated_at = self.now()
+
+    @staticmethod
+    def _refusal(session: Session, message: Message, attempt: Attempt) -> ChannelError | None:
+        """An opt-out or block learned after the plan was made stops the attempt before it is sent."""
+        state = session.get(ChannelState, (message.contact_id, attempt.channel))
+        if state is not None and state.opted_out:
+            return ChannelError(ErrorKind.OPTED_OUT, f"the contact opted out of {attempt.channel}")
+        if state is not None and state.reachability == "blocked":
+            return ChannelError(ErrorKind.BLOCKED, state.reason or "the contact blocked this channel")
+        return None
 
     def _went_out(self, session: Session, message: Message) -> bool:
         """Whether any attempt of the message was accepted by a provider."""

@@ -15,6 +15,8 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 NEVER_DEFERRED = frozenset({"otp", "alert"})
+# Without a rule saying otherwise, these categories may fall back past an opt-out; marketing may not.
+DEFAULT_FALLBACK_CATEGORIES = ("transactional", "otp", "alert")
 RECEIPT_ORDER = ("accepted", "sent", "delivered", "read")
 
 
@@ -142,13 +144,14 @@ class Plan:
     rule: Rule | None
     retry: RetrySpec
     not_before: datetime | None = None  # quiet hours push the first attempt to this time
+    fallback_past_opt_out: bool = True
 
     @property
     def failure_reason(self) -> str | None:
         """Why nothing can be sent, when the plan is empty."""
         if self.steps:
             return None
-        if self.skipped and all(s.reason == "opted out" for s in self.skipped):
+        if any(s.reason.startswith("opted out") for s in self.skipped):
             return "opted-out"
         return "no-channel"
 
@@ -178,18 +181,26 @@ def plan_route(
             skipped.append(Skip(spec.channel, reason))
             continue
         steps.append(_step(spec, info, contact, request, defaults, because))
+    allowed: tuple[str, ...] = DEFAULT_FALLBACK_CATEGORIES
     if rule is not None and rule.allow_fallback_for is not None:
-        if request.category not in rule.allow_fallback_for and len(steps) > 1:
+        allowed = rule.allow_fallback_for
+        if request.category not in allowed and len(steps) > 1:
             reason = f"fallback not allowed for {request.category}"
             skipped.extend(Skip(s.channel, reason) for s in steps[1:])
             steps = steps[:1]
+    past_opt_out = request.category in allowed
+    opted_out_of = [s.channel for s in skipped if s.reason == "opted out"]
+    if opted_out_of and not past_opt_out and steps:
+        reason = f"opted out of {opted_out_of[0]}: {request.category} does not fall back past an opt-out"
+        skipped.extend(Skip(s.channel, reason) for s in steps)
+        steps = []
     not_before = None
     if rule is not None and rule.quiet_hours and request.category not in NEVER_DEFERRED:
         start = max(now, request.send_at) if request.send_at else now
         tz = contact.timezone or defaults.timezone
         not_before = quiet_hours_end(rule.quiet_hours, tz, start)
     retry = rule.retry if rule is not None and rule.retry is not None else defaults.retry
-    return Plan(tuple(steps), tuple(skipped), rule, retry, not_before)
+    return Plan(tuple(steps), tuple(skipped), rule, retry, not_before, past_opt_out)
 
 
 def matching_rule(contact: ContactFacts, request: RouteRequest, rules: Sequence[Rule]) -> Rule | None:

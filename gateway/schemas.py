@@ -341,3 +341,24 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, str]] | None = None
+
+
+EventType = Literal["message.status", "message.inbound", "contact.opted_out", "contact.reachability"]
+
+
+class WebhookIn(Strict):
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    events: list[EventType] = Field(min_length=1, max_length=4)
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: str
+    secret: str | None = None  # only in the answer to the create
+
+
+class WebhookList(BaseModel):
+    data: list[WebhookOut]
+    next_cursor: str | None

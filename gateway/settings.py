@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import phonenumbers
 
 from gateway.errors import ConfigError
-from gateway.timeutil import parse_duration
+from gateway.timeutil import format_duration, parse_duration
 
 Parser = Callable[[Any], Any]
 
@@ -50,6 +50,13 @@ def _int(low: int, high: int) -> Parser:
         return number
 
     return parse
+
+
+def _optional_port(value: Any) -> int | None:
+    if isinstance(value, str) and not value.strip():
+        return None
+    port: int = _int(1, 65535)(value)
+    return port
 
 
 def _float(low: float) -> Parser:
@@ -153,6 +160,17 @@ class Settings:
         None, _optional_text, "signs status_callback deliveries (generated and stored if unset)"
     )
     log_level: str = setting("INFO", _choice("debug", "info", "warning", "error"), "logging level")
+    reprobe_after: float = setting(
+        30 * 86400.0, _duration, "how long a channel stays unreachable before it is tried again"
+    )
+    # Inbound email
+    inbound_smtp_port: int | None = setting(
+        None, _optional_port, "port of the inbound SMTP listener that `gateway serve` starts (unset: none)"
+    )
+    inbound_smtp_host: str = setting("127.0.0.1", _text, "address the inbound SMTP listener binds")
+    inbound_email_domain: str | None = setting(
+        None, _optional_text, "domain of Reply-To addresses (reply+<token>@domain) on outgoing email"
+    )
     # Twilio (SMS)
     twilio_account_sid: str | None = setting(None, _optional_text, "Twilio account SID")
     twilio_auth_token: str | None = setting(None, _optional_text, "Twilio auth token")
@@ -228,7 +246,7 @@ def load_settings(
         if f.name not in raw:
             continue
         value = raw[f.name]
-        if value is None or (value == "" and f.metadata["parse"] is _optional_text):
+        if value is None or (value == "" and f.metadata["parse"] in (_optional_text, _optional_port)):
             parsed[f.name] = None
             continue
         try:
@@ -238,6 +256,41 @@ def load_settings(
     return Settings(**parsed)
 
 
-def documented_settings() -> list[tuple[str, str, Any]]:
-    """(variable, doc, default) of every setting, for `config/gateway.toml` and the docs."""
-    return [(Settings.env_name(f.name), f.metadata["doc"], f.default) for f in fields(Settings)]
+SECTIONS = {
+    "database_url": "General",
+    "inbound_smtp_port": "Inbound email",
+    "twilio_account_sid": "SMS through Twilio (enabled when account SID, auth token and a sender are set)",
+    "smtp_host": "Email through SMTP (enabled when host and from are set)",
+    "dispatch_concurrency": "Dispatcher",
+    "default_after": "Routing defaults (when neither a rule nor the request says otherwise)",
+}
+
+
+def config_template() -> str:
+    """The text of `config/gateway.toml`: every setting, documented, commented out at its default."""
+    lines = [
+        "# Channel gateway settings: every setting with its default, commented out. Each can also be set",
+        "# as GATEWAY_<NAME IN CAPITALS> in the environment, which wins over this file; GATEWAY_CONFIG_FILE",
+        '# names another file. Durations take "90s", "2m", "1h", "7d", "500ms" or a number of seconds.',
+        "# Regenerate with `python -m gateway.settings > config/gateway.toml`.",
+    ]
+    for f in fields(Settings):
+        if f.name in SECTIONS:
+            lines += ["", f"# --- {SECTIONS[f.name]} ---"]
+        lines.append(f"# {f.metadata['doc']}; {Settings.env_name(f.name)}")
+        lines.append(f"# {f.name} = {_toml_value(f.default, f.metadata['parse'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(default: Any, parse: Parser) -> str:
+    if parse is _duration:
+        return f'"{format_duration(default)}"'
+    if default is None or default == ():
+        return '""  # unset'
+    if isinstance(default, str):
+        return f'"{default}"'
+    return repr(default)
+
+
+if __name__ == "__main__":
+    print(config_template(), end="")

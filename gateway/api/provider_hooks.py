@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, request
 from gateway.api.http import gateway
 from gateway.channels.base import Channel, WebhookRequest
 from gateway.errors import ProblemError, not_found
-from gateway.services.provider_webhooks import ForgedWebhook, handle_status_webhook
+from gateway.services.provider_webhooks import ForgedWebhook, channel_for_hook, handle_webhook
 
 bp = Blueprint("provider_hooks", __name__, url_prefix="/webhooks")
 
@@ -27,16 +27,20 @@ def webhook_request() -> WebhookRequest:
 
 
 @bp.post("/<path:hook>")
-def status(hook: str) -> Response:
+def receive(hook: str) -> Response:
     channels: dict[str, Channel] = current_app.extensions["gateway.channels"]
-    handler = next((c for c in channels.values() if c.status_webhook == hook), None)
+    handler = channel_for_hook(channels.values(), hook)
     if handler is None:
         raise not_found(f"webhook {hook}")
     try:
-        handle_status_webhook(gateway(), handler, webhook_request())
+        handle_webhook(gateway(), handler, hook, webhook_request())
     except ForgedWebhook:
         raise ProblemError(
             403, "forbidden", "Forbidden", "the webhook signature is missing or wrong"
+        ) from None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ProblemError(
+            400, "malformed-request", "Malformed webhook", f"cannot read the payload: {exc}"
         ) from None
     # Twilio expects an empty TwiML document or an empty 2xx.
     return Response("<Response/>", status=200, content_type="text/xml")

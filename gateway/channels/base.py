@@ -56,6 +56,21 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True)
+class Inbound:
+    """A customer's message as an adapter hands it to the inbound pipeline."""
+
+    channel: str
+    sender: str  # the address on that channel: E.164 phone, email, user id
+    text: str | None
+    provider_message_id: str
+    received_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    button_id: str | None = None
+    # The gateway message this answers, when the channel says so (an email's reply token).
+    in_reply_to: str | None = None
+
+
+@dataclass(frozen=True)
 class WebhookRequest:
     """A provider's HTTP call to the gateway, as the adapter needs to see it."""
 
@@ -80,8 +95,12 @@ class Channel(ABC):
     max_text_length: ClassVar[int] = 4096
     # Messages per second this channel is paced at when GATEWAY_CHANNEL_RATES does not name it.
     default_rate: ClassVar[float] = 0.0
-    # Path under /webhooks/ where the provider posts status updates, or None.
+    # Paths under /webhooks/ where the provider posts status updates and inbound messages, or None.
     status_webhook: ClassVar[str | None] = None
+    inbound_webhook: ClassVar[str | None] = None
+    # Words that, sent alone, opt the person out of (or back into) this channel.
+    opt_out_keywords: ClassVar[frozenset[str]] = frozenset()
+    opt_in_keywords: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -115,6 +134,10 @@ class Channel(ABC):
 
     def parse_status_webhook(self, request: WebhookRequest) -> list[StatusUpdate]:
         """Turn a verified status webhook into updates."""
+        return []
+
+    def parse_inbound_webhook(self, request: WebhookRequest) -> list[Inbound]:
+        """Turn a verified inbound webhook into customer messages."""
         return []
 
     @classmethod

@@ -14,6 +14,7 @@ from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
 from gateway.models import Attempt, ChannelIdentity, ChannelState, Contact, Message
 from gateway.schemas import ContactIn, ContactPatch, To
+from gateway.services.merge import merge_contacts
 from gateway.timeutil import rfc3339
 
 
@@ -51,11 +52,13 @@ def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -
         else None
     )
     email = normalize_email(to.email, f"{prefix}.email") if to.email else None
-    contact = _find(session, to, phone.phone if phone else None, email)
+    contact, same_person = _find(session, to, phone.phone if phone else None, email)
     now = gw.clock()
     if contact is None:
         contact = Contact(id=new_id("ct"), created_at=now)
         session.add(contact)
+    for other in same_person:
+        merge_contacts(session, contact, other, now)
     if to.external_id and contact.external_id is None:
         contact.external_id = to.external_id
     if phone and contact.phone is None:
@@ -79,34 +82,51 @@ def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -
     return contact
 
 
-def _find(session: Session, to: To, phone: str | None, email: str | None) -> Contact | None:
+def live() -> Any:
+    """Contacts that are neither erased nor merged into another."""
+    return col(Contact.deleted_at).is_(None) & col(Contact.merged_into).is_(None)
+
+
+def follow_merges(session: Session, contact: Contact | None) -> Contact | None:
+    """The contact a merged-away record became (or the record itself)."""
+    seen = set()
+    while contact is not None and contact.merged_into and contact.id not in seen:
+        seen.add(contact.id)
+        contact = session.get(Contact, contact.merged_into)
+    return contact
+
+
+def _find(
+    session: Session, to: To, phone: str | None, email: str | None
+) -> tuple[Contact | None, list[Contact]]:
+    """The contact `to` means, and other records that turn out to be the same person.
+
+    An explicit id or external_id names the person; records found by their identities, phone or email
+    are then the same person and get merged into it.
+    """
+    named = None
     if to.contact_id:
-        found = session.get(Contact, to.contact_id)
-        if found is None or found.deleted_at is not None:
+        named = follow_merges(session, session.get(Contact, to.contact_id))
+        if named is None or named.deleted_at is not None:
             raise validation_failed("to.contact_id", "no such contact")
-        return found
-    live = col(Contact.deleted_at).is_(None)
-    if to.external_id:
-        query = select(Contact).where(Contact.external_id == to.external_id, live)
-        found = session.exec(query).first()
-        if found:
-            return found
+    elif to.external_id:
+        named = session.exec(select(Contact).where(Contact.external_id == to.external_id, live())).first()
+    by_address: list[Contact] = []
     for channel, address in (to.identities or {}).items():
         query = (
             select(Contact)
             .join(ChannelIdentity)
-            .where(ChannelIdentity.channel == channel, ChannelIdentity.address == address, live)
+            .where(ChannelIdentity.channel == channel, ChannelIdentity.address == address, live())
         )
-        found = session.exec(query).first()
-        if found:
-            return found
+        by_address += list(session.exec(query))
     if phone:
-        found = session.exec(select(Contact).where(Contact.phone == phone, live)).first()
-        if found:
-            return found
+        by_address += list(session.exec(select(Contact).where(Contact.phone == phone, live()).limit(1)))
     if email:
-        return session.exec(select(Contact).where(Contact.email == email, live)).first()
-    return None
+        by_address += list(session.exec(select(Contact).where(Contact.email == email, live()).limit(1)))
+    if named is None:
+        return (by_address[0] if by_address else None), []
+    others = {c.id: c for c in by_address if c.id != named.id and to.external_id}
+    return named, list(others.values())
 
 
 def _link_identity(session: Session, contact: Contact, channel: str, address: str) -> None:
@@ -147,7 +167,8 @@ def contact_out(session: Session, contact: Contact) -> dict[str, Any]:
 
 
 def get_live(session: Session, contact_id: str) -> Contact:
-    contact = session.get(Contact, contact_id)
+    """A contact by id; a merged-away id answers with the contact it became."""
+    contact = follow_merges(session, session.get(Contact, contact_id))
     if contact is None or contact.deleted_at is not None:
         raise not_found(f"contact {contact_id}")
     return contact
@@ -252,8 +273,7 @@ def delete_contact(session: Session, gw: Gateway, contact_id: str) -> None:
 
 def find_contacts(session: Session, args: dict[str, str], gw: Gateway) -> list[Contact]:
     """Look a contact up by external_id, phone, email or identity=<channel>:<address>."""
-    live = col(Contact.deleted_at).is_(None)
-    query = select(Contact).where(live)
+    query = select(Contact).where(live())
     if "external_id" in args:
         query = query.where(Contact.external_id == args["external_id"])
     if "phone" in args:

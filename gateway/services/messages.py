@@ -14,7 +14,7 @@ from gateway import store
 from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
-from gateway.models import Attempt, Contact, IdempotencyRecord, Message
+from gateway.models import Attempt, Contact, IdempotencyRecord, InboundMessage, Message
 from gateway.routing import ContactFacts, Plan, RouteRequest, StateFacts, plan_route
 from gateway.schemas import SendRequest
 from gateway.services.contacts import identities_of, resolve_contact, states_of
@@ -29,7 +29,9 @@ def request_hash(body: SendRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def compute_plan(session: Session, gw: Gateway, contact: Contact, body: SendRequest) -> Plan:
+def compute_plan(
+    session: Session, gw: Gateway, contact: Contact, body: SendRequest, reply_channel: str | None = None
+) -> Plan:
     """Gather what routing needs about a contact and run the pure `plan_route`."""
     states = states_of(session, contact.id)
     facts = ContactFacts(
@@ -61,6 +63,7 @@ def compute_plan(session: Session, gw: Gateway, contact: Contact, body: SendRequ
         fallback_until=body.fallback.until if body.fallback else None,
         templates=frozenset((body.content.templates or {}).keys()),
         send_at=body.send_at.astimezone(UTC) if body.send_at else None,
+        reply_channel=reply_channel,
     )
     rules = routing_rules(session, gw)
     return plan_route(facts, state_facts, rules, request, gw.channels, gw.defaults, gw.clock())
@@ -140,11 +143,14 @@ def _write_message(
     session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
 ) -> tuple[Message, dict[str, Any]]:
     now = gw.clock()
-    if body.in_reply_to:
-        # Inbound messages are not stored yet, so no `in_…` id can exist; say so instead of ignoring it.
-        raise validation_failed("in_reply_to", "no such inbound message")
     contact = resolve_contact(session, gw, body.to)
-    plan = compute_plan(session, gw, contact, body)
+    reply_channel = None
+    if body.in_reply_to:
+        inbound = session.get(InboundMessage, body.in_reply_to)
+        if inbound is None or inbound.contact_id != contact.id:
+            raise validation_failed("in_reply_to", "no such inbound message from this contact")
+        reply_channel = inbound.channel
+    plan = compute_plan(session, gw, contact, body, reply_channel)
     send_at = body.send_at.astimezone(UTC) if body.send_at else None
     start = max(t for t in (now, send_at, plan.not_before) if t is not None)
     ttl = float(body.ttl) if body.ttl is not None else gw.settings.default_ttl
@@ -160,6 +166,8 @@ def _write_message(
         rule_id=plan.rule.id if plan.rule else None,
         metadata_=body.metadata,
         status_callback=body.status_callback,
+        in_reply_to=body.in_reply_to,
+        fallback_past_opt_out=plan.fallback_past_opt_out,
         send_at=send_at,
         expires_at=add_seconds(send_at or now, ttl),
         created_at=now,
@@ -290,22 +298,54 @@ def cancel_message(gw: Gateway, message_id: str) -> dict[str, Any]:
 def timeline(
     session: Session, contact_id: str, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Outbound messages of a contact in time order (inbound replies join in the inbound issue)."""
-    query = select(Message).where(Message.contact_id == contact_id)
+    """Inbound and outbound messages of a contact in time order; the cursor is `<time>|<id>`."""
+    after_at, after_id = None, ""
     if cursor:
-        query = query.where(Message.id > cursor)
-    rows = list(session.exec(query.order_by(col(Message.id)).limit(limit + 1)))
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    entries = [
-        {
-            "direction": "outbound",
-            "id": m.id,
-            "channel": m.channel,
-            "text": (m.content or {}).get("text"),
-            "status": m.status,
-            "at": rfc3339(m.created_at),
-            "in_reply_to": None,
-        }
-        for m in rows[:limit]
-    ]
-    return entries, next_cursor
+        stamp, _, after_id = cursor.partition("|")
+        try:
+            after_at = parse_rfc3339(stamp)
+        except ValueError:
+            raise validation_failed("cursor", "is not a cursor this endpoint gave") from None
+    outbound = select(Message).where(Message.contact_id == contact_id)
+    inbound = select(InboundMessage).where(InboundMessage.contact_id == contact_id)
+    if after_at is not None:
+        outbound = outbound.where(Message.created_at >= after_at)
+        inbound = inbound.where(InboundMessage.received_at >= after_at)
+    outbound = outbound.order_by(col(Message.created_at), col(Message.id)).limit(limit + 1)
+    inbound = inbound.order_by(col(InboundMessage.received_at), col(InboundMessage.id)).limit(limit + 1)
+    entries = [_outbound_entry(m) for m in session.exec(outbound)]
+    entries += [_inbound_entry(m) for m in session.exec(inbound)]
+    entries.sort(key=lambda e: (e["_at"], e["id"]))
+    if after_at is not None:
+        entries = [e for e in entries if (e["_at"], e["id"]) > (after_at, after_id)]
+    page = entries[:limit]
+    next_cursor = f"{page[-1]['_at'].isoformat()}|{page[-1]['id']}" if len(entries) > limit else None
+    for entry in page:
+        del entry["_at"]
+    return page, next_cursor
+
+
+def _outbound_entry(m: Message) -> dict[str, Any]:
+    return {
+        "direction": "outbound",
+        "id": m.id,
+        "channel": m.channel,
+        "text": (m.content or {}).get("text"),
+        "status": m.status,
+        "at": rfc3339(m.created_at),
+        "_at": m.created_at,
+        "in_reply_to": m.in_reply_to,
+    }
+
+
+def _inbound_entry(m: InboundMessage) -> dict[str, Any]:
+    return {
+        "direction": "inbound",
+        "id": m.id,
+        "channel": m.channel,
+        "text": m.text,
+        "status": "received",
+        "at": rfc3339(m.received_at),
+        "_at": m.received_at,
+        "in_reply_to": m.in_reply_to,
+    }

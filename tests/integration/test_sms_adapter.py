@@ -177,7 +177,7 @@ def test_tampered_or_misaddressed_callbacks_are_refused(sim: TwilioSimulator, re
         ("+14155521211", ErrorKind.INVALID_ADDRESS),
         ("+14155521614", ErrorKind.UNREACHABLE),
         ("+14155521408", ErrorKind.REJECTED),
-        ("+14155521610", ErrorKind.BLOCKED),
+        ("+14155521610", ErrorKind.OPTED_OUT),
         ("+14155520429", ErrorKind.RATE_LIMITED),
     ],
 )

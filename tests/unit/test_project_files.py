@@ -6,7 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from gateway.settings import Settings
+from gateway.settings import Settings, config_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_every_setting_is_in_config_gateway_toml() -> None:
     text = (ROOT / "config/gateway.toml").read_text()
+    assert text == config_template(), "regenerate: python -m gateway.settings > config/gateway.toml"
     for f in fields(Settings):
         assert f"# {f.name} = " in text, f.name
         assert f"GATEWAY_{f.name.upper()}" in text

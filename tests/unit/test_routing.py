@@ -612,11 +612,17 @@ def test_failure_reason_opted_out_when_every_channel_is_opted_out() -> None:
     assert plan.failure_reason == "opted-out"
 
 
+def test_failure_reason_opted_out_when_the_only_addressable_channel_is_opted_out() -> None:
+    contact = ContactFacts(phone="+14155550100")
+    plan = make_plan(contact=contact, states={"sms": StateFacts(opted_out=True)}, request=RouteRequest(channels=("sms", "email")))
+    assert plan.steps == ()
+    assert plan.failure_reason == "opted-out"
+
+
 @pytest.mark.parametrize(
     ("contact", "states", "channels"),
     [
         (ContactFacts(), {}, None),
-        (ContactFacts(phone="+14155550100"), {"sms": StateFacts(opted_out=True)}, ("sms", "email")),
         (HANA, {"sms": StateFacts(reachability="blocked")}, ("sms",)),
         (HANA, {}, ()),
     ],

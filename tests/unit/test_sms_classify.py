@@ -29,7 +29,7 @@ def make_settings(**overrides: str | None) -> Settings:
         (21211, 400, ErrorKind.INVALID_ADDRESS),
         (21614, 400, ErrorKind.UNREACHABLE),
         (21408, 400, ErrorKind.REJECTED),
-        (21610, 400, ErrorKind.BLOCKED),
+        (21610, 400, ErrorKind.OPTED_OUT),
         (30003, None, ErrorKind.TRANSIENT),
         (30004, None, ErrorKind.BLOCKED),
         (30005, None, ErrorKind.UNREACHABLE),

@@ -1,0 +1,1 @@
+"""Customers' messages coming in: the pipeline every channel's inbound webhook feeds."""
