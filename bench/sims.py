@@ -57,8 +57,12 @@ class Records:
 def serve(smtp_port: int, twilio_port: int, control_port: int) -> None:
     from aiosmtpd.controller import Controller
 
+    from gateway.simulators import twilio as twilio_module
     from gateway.simulators.twilio import Behaviour, TwilioSimulator
 
+    # The simulator answers with two writes (headers, then body) and leaves Nagle on, so on a keep-alive
+    # connection every answer waits for the client's delayed ACK (~40 ms). Real providers do not.
+    twilio_module._Handler.disable_nagle_algorithm = True
     mail, sms = Records(), Records()
 
     class SinkHandler:

@@ -190,6 +190,11 @@ class EmailChannel(Channel):
         email_message["Date"] = formatdate(usegmt=True)
         email_message["Message-ID"] = make_msgid(idstring=message.attempt_id, domain=self._domain)
         email_message["X-Gateway-Attempt"] = message.attempt_id
+        if message.reply_to:
+            email_message["Reply-To"] = message.reply_to  # reply+<token>@<inbound domain>
+        for name, value in message.headers.items():  # e.g. List-Unsubscribe (RFC 8058)
+            del email_message[name]
+            email_message[name] = value
         email_message.set_content(message.text or "")
         if message.html:
             email_message.add_alternative(message.html, subtype="html")

@@ -15,7 +15,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     `test_config` may hold `settings` (a Settings), `clock`, or setting overrides by name.
     """
-    from gateway.api import contacts, messages, meta, provider_hooks, rules, webhooks_out
+    from gateway.api import (
+        auto_replies,
+        contacts,
+        messages,
+        meta,
+        provider_hooks,
+        rules,
+        unsubscribe,
+        webhooks_out,
+    )
     from gateway.api.http import MAX_BODY, problem_response
     from gateway.channels import build_channels
     from gateway.core import build_gateway
@@ -34,7 +43,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["gateway"] = gw
     app.extensions["gateway.keys"] = KeyChecker(gw)
     app.extensions["gateway.channels"] = build_channels(settings)
-    for module in (meta, messages, contacts, rules, webhooks_out, provider_hooks):
+    for module in (meta, messages, contacts, rules, auto_replies, webhooks_out, provider_hooks, unsubscribe):
         app.register_blueprint(module.bp)
 
     @app.errorhandler(ProblemError)

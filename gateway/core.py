@@ -32,6 +32,7 @@ class Gateway:
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
     # Called with each newly stored inbound message, after its transaction committed.
     after_inbound: list[Callable[[Gateway, Any], None]] = field(default_factory=list)
+    _callback_secret: str | None = field(default=None, repr=False)
 
     @property
     def progress(self) -> Progress:
@@ -49,12 +50,14 @@ class Gateway:
         """The secret that signs status_callback deliveries: configured, or generated once and kept."""
         if self.settings.callback_secret:
             return self.settings.callback_secret
-        with store.transaction(self.engine) as session:
-            row = session.get(Setting, "callback_secret")
-            if row is None:
-                row = Setting(name="callback_secret", value=secrets.token_urlsafe(32))
-                session.add(row)
-            return row.value
+        if self._callback_secret is None:
+            with store.transaction(self.engine) as session:
+                row = session.get(Setting, "callback_secret")
+                if row is None:
+                    row = Setting(name="callback_secret", value=secrets.token_urlsafe(32))
+                    session.add(row)
+                self._callback_secret = row.value
+        return self._callback_secret
 
 
 def build_gateway(settings: Settings, clock: Clock = utcnow) -> Gateway:
@@ -62,5 +65,8 @@ def build_gateway(settings: Settings, clock: Clock = utcnow) -> Gateway:
     engine = store.make_engine(settings.database_url)
     store.create_schema(engine)
     gateway = Gateway(settings, engine, clock, channel_infos(settings))
+    from gateway.inbound.auto_replies import answer_inbound
+
+    gateway.after_inbound.append(answer_inbound)
     gateway.callback_secret()
     return gateway

@@ -168,7 +168,7 @@ class Dispatcher:
         await self.pacers[job.channel].wait()
         try:
             return await asyncio.wait_for(
-                channel.send(outgoing_for(channel, job)), self.gw.settings.provider_timeout + 5
+                channel.send(outgoing_for(channel, job, self.gw)), self.gw.settings.provider_timeout + 5
             )
         except ChannelError as exc:
             return exc
@@ -229,7 +229,10 @@ class Dispatcher:
             delivery = session.get(EventDelivery, delivery_id)
             if delivery is None:
                 return False
-            events.record_delivery(session, delivery, error, self.gw.clock())
+            s = self.gw.settings
+            events.record_delivery(
+                session, delivery, error, self.gw.clock(), s.event_backoff, s.event_max_backoff
+            )
             return error is None
 
     def _claim(self, limit: int) -> list[str]:

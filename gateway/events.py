@@ -26,8 +26,6 @@ from gateway.timeutil import add_seconds, rfc3339
 
 EVENT_TYPES = ("message.status", "message.inbound", "contact.opted_out", "contact.reachability")
 GIVE_UP_AFTER = timedelta(hours=25)  # retried for at least 24 h
-FIRST_RETRY = 2.0
-MAX_RETRY = 3600.0
 SUBSCRIPTIONS_CACHE = 5.0  # seconds another process may take to see a new subscription
 
 
@@ -163,7 +161,14 @@ def next_due_at(session: Session, now: datetime) -> datetime | None:
     return value
 
 
-def record_delivery(session: Session, delivery: EventDelivery, error: str | None, now: datetime) -> None:
+def record_delivery(
+    session: Session,
+    delivery: EventDelivery,
+    error: str | None,
+    now: datetime,
+    backoff: float,
+    max_backoff: float,
+) -> None:
     """Mark a delivery done, or schedule its next try (giving up after a day and an hour)."""
     delivery.tries += 1
     delivery.claimed_until = None
@@ -179,7 +184,7 @@ def record_delivery(session: Session, delivery: EventDelivery, error: str | None
         delivery.given_up = True
         delivery.due_at = None
         return
-    delay = min(MAX_RETRY, FIRST_RETRY * 2 ** (delivery.tries - 1))
+    delay = min(max_backoff, backoff * 2 ** (delivery.tries - 1))
     delivery.due_at = add_seconds(now, delay)
 
 

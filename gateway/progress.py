@@ -93,6 +93,8 @@ class SendJob:
     address: str
     content: dict[str, Any]
     expires_at: datetime | None
+    category: str = "transactional"
+    contact_id: str | None = None
 
 
 class Effects(Protocol):
@@ -252,6 +254,8 @@ class Progress:
             attempt.address,
             message.content or {},
             message.expires_at,
+            message.category,
+            message.contact_id,
         )
 
     def _after_progress(self, message: Message, attempt: Attempt) -> None:

@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 NEVER_DEFERRED = frozenset({"otp", "alert"})
 # Without a rule saying otherwise, these categories may fall back past an opt-out; marketing may not.
 DEFAULT_FALLBACK_CATEGORIES = ("transactional", "otp", "alert")
+# On channels without a customer-care window, writing from it makes it "the channel they use" this long.
+RECENT_INBOUND = timedelta(hours=24)
 RECEIPT_ORDER = ("accepted", "sent", "delivered", "read")
 
 
@@ -259,7 +261,7 @@ def _default_order(
     open_windows = [
         (s.last_inbound_at, name)
         for name, s in states.items()
-        if s.last_inbound_at and s.window_open_until and s.window_open_until > now
+        if s.last_inbound_at and _still_open(s, channels.get(name), now)
     ]
     if open_windows:
         order.append((StepSpec(max(open_windows)[1]), "last wrote from this channel"))
@@ -269,6 +271,13 @@ def _default_order(
     for kind, because in (("phone", "phone number"), ("email", "email address")):
         order += [(StepSpec(n), because) for n, i in channels.items() if i.address_kind == kind]
     return order
+
+
+def _still_open(state: StateFacts, info: ChannelInfo | None, now: datetime) -> bool:
+    """A windowed channel while its window is open; another for RECENT_INBOUND after they wrote."""
+    if info is not None and info.window_seconds is None:
+        return state.last_inbound_at is not None and now - state.last_inbound_at < RECENT_INBOUND
+    return state.window_open_until is not None and state.window_open_until > now
 
 
 def _address(info: ChannelInfo, contact: ContactFacts) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -12,6 +13,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -361,4 +364,69 @@ class WebhookOut(BaseModel):
 
 class WebhookList(BaseModel):
     data: list[WebhookOut]
+    next_cursor: str | None
+
+
+# -- auto-replies (admin scope) ---------------------------------------------------------------------
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone such as UTC or Europe/Paris") from None
+    return value
+
+
+def _unique_days(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("days must not repeat")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value < 1:
+        raise ValueError("must be at least 1 second")
+    return value
+
+
+class BusinessHoursIn(Strict):
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_zone)]
+    days: Annotated[list[Weekday], Field(min_length=1, max_length=7), AfterValidator(_unique_days)] = [
+        "mon", "tue", "wed", "thu", "fri",
+    ]  # fmt: skip
+    start: ClockTime
+    end: ClockTime
+
+
+class AutoReplyIn(Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    order: Annotated[int, Field(ge=0, le=1_000_000)] = 100
+    enabled: bool = True
+    keywords: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] | None = Field(
+        default=None, min_length=1, max_length=100
+    )
+    business_hours: BusinessHoursIn | None = Field(default=None, validate_default=True)
+    channels: list[ChannelName] | None = Field(default=None, min_length=1, max_length=11)
+    reply: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    once_per: Annotated[Duration, AfterValidator(_positive)] = Field(default="24h", validate_default=True)
+
+    @field_validator("business_hours")
+    @classmethod
+    def _needs_a_condition(cls, value: BusinessHoursIn | None, info: ValidationInfo) -> BusinessHoursIn | None:
+        if value is None and "keywords" in info.data and not info.data["keywords"]:
+            raise ValueError("a rule needs keywords or business_hours (or both)")
+        return value
+
+
+class AutoReplyOut(AutoReplyIn):
+    id: str
+    created_at: str
+    updated_at: str
+
+
+class AutoReplyList(BaseModel):
+    data: list[AutoReplyOut]
     next_cursor: str | None

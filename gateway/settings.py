@@ -195,6 +195,8 @@ class Settings:
     )
     dispatch_batch: int = setting(200, _int(1, 10000), "rows claimed per round")
     provider_timeout: float = setting(30.0, _duration, "timeout of one provider call")
+    event_backoff: float = setting(2.0, _duration, "delay before an event delivery is retried the first time")
+    event_max_backoff: float = setting(3600.0, _duration, "longest delay between event delivery retries")
     channel_rates: tuple[tuple[str, float], ...] = setting(
         (), _rates, "messages per second per channel, e.g. 'sms=10,email=50' (0 = unlimited)"
     )

@@ -108,3 +108,53 @@ def wait_for(
 
 def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
     return lambda m: m["status"] in statuses
+
+
+class Receiver:
+    """A business system's webhook endpoint: a real HTTP server recording what it is sent."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = receiver.status
+                if status < 300:
+                    with receiver._lock:
+                        receiver.calls.append((dict(self.headers.items()), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        import json
+
+        with self._lock:
+            found = [json.loads(body) for _, body in self.calls]
+        return [e for e in found if kind is None or e["type"] == kind]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.stop()

@@ -34,6 +34,10 @@ class OutgoingMessage:
     # Absolute URL the provider should post this attempt's status updates to, if the channel has any.
     status_callback_url: str | None = None
     expires_at: datetime | None = None
+    # Email only: where replies go (`reply+<token>@<GATEWAY_INBOUND_EMAIL_DOMAIN>`), and extra headers
+    # such as List-Unsubscribe. Other adapters ignore both.
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -211,17 +211,26 @@ def test_default_order_takes_the_most_recent_open_window() -> None:
     channels = {"whatsapp": WHATSAPP, "messenger": MESSENGER, "line": LINE, "sms": SMS, "email": EMAIL}
     contact = replace(HANA, identities={"line": "U4af", "messenger": "PSID"})
     states = {
-        "whatsapp": replace(OPEN_WINDOW, last_inbound_at=NOW - timedelta(hours=5)),
+        "line": replace(OPEN_WINDOW, last_inbound_at=NOW - timedelta(hours=5)),
         "messenger": replace(OPEN_WINDOW, last_inbound_at=NOW - timedelta(hours=2)),
         # the most recent inbound of all, but its window has closed
-        "sms": StateFacts(
+        "whatsapp": StateFacts(
             window_open_until=NOW - timedelta(seconds=1), last_inbound_at=NOW - timedelta(hours=1)
         ),
     }
     plan = make_plan(contact=contact, states=states, channels=channels)
     assert plan.steps[0].channel == "messenger"
     assert plan.steps[0].because == "last wrote from this channel"
-    assert planned(plan) == ["messenger", "line", "whatsapp", "sms", "email"]
+    assert planned(plan) == ["messenger", "line", "sms", "email"]
+
+
+def test_a_channel_without_a_window_counts_as_last_written_for_24_hours() -> None:
+    recent = {"email": StateFacts(last_inbound_at=NOW - timedelta(hours=23))}
+    plan = make_plan(states=recent)
+    assert plan.steps[0].channel == "email"
+    assert plan.steps[0].because == "last wrote from this channel"
+    stale = {"email": StateFacts(last_inbound_at=NOW - timedelta(hours=25))}
+    assert make_plan(states=stale).steps[0].channel != "email"
 
 
 def test_default_order_lists_each_channel_once() -> None:
@@ -614,7 +623,11 @@ def test_failure_reason_opted_out_when_every_channel_is_opted_out() -> None:
 
 def test_failure_reason_opted_out_when_the_only_addressable_channel_is_opted_out() -> None:
     contact = ContactFacts(phone="+14155550100")
-    plan = make_plan(contact=contact, states={"sms": StateFacts(opted_out=True)}, request=RouteRequest(channels=("sms", "email")))
+    plan = make_plan(
+        contact=contact,
+        states={"sms": StateFacts(opted_out=True)},
+        request=RouteRequest(channels=("sms", "email")),
+    )
     assert plan.steps == ()
     assert plan.failure_reason == "opted-out"
 

@@ -1,0 +1,88 @@
+"""Case 2, email dispatch end to end: N messages accepted through the batch API, then delivered into the
+SMTP sink; measured from the first accept to the last message at the sink. Peers send the same messages
+into the same sink: smtplib on one shared connection, notifme-sdk (Node), Apprise (tuned, and defaults)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench import notifme
+from bench.context import Context, chunks
+from bench.procs import PYTHON, Api, clean_env, run_json
+from bench.stats import figure, rate, ratio
+from bench.stack import GatewayStack, fresh_database, running
+
+BATCH = 500
+SUBJECT = "Order {i} shipped"
+TEXT = "Your order {i} has shipped. Track it at https://biz.example/track/{i}."
+
+
+def email_bodies(prefix: str, n: int) -> list[dict[str, Any]]:
+    return [
+        {"to": {"email": f"{prefix}{i}@example.test"},
+         "content": {"subject": SUBJECT.format(i=i), "text": TEXT.format(i=i)}}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def submit(api: Api, bodies: list[dict[str, Any]]) -> None:
+    """Accept every body through POST /v1/messages/batch; fail loudly on any refusal."""
+    for chunk in chunks(bodies, BATCH):
+        status, answer = api.call("POST", "/v1/messages/batch", {"messages": chunk})
+        errors = [r["error"] for r in (answer or {}).get("results", []) if "error" in r]
+        if status != 202 or errors:
+            raise RuntimeError(f"batch refused: {status} {errors[:1] or answer}")
+
+
+def gateway_run(ctx: Context, db: str, n: int, tag: str, mode: str = "serve") -> dict[str, Any]:
+    """One end-to-end run on a fresh database; `mode` is `serve` or `split` (gunicorn + worker)."""
+    ctx.sims.reset()
+    with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
+        stack = GatewayStack(url, ctx.sims, ctx.workdir)
+        with running(stack.serve() if mode == "serve" else stack.api_only()):
+            if mode == "split":
+                stack.worker()
+            api = Api(stack.port, stack.key)
+            start = time.time()
+            submit(api, email_bodies(f"gw{tag}-", n))
+            accepted = time.time()
+            seen = ctx.sims.wait_smtp(n, timeout=60 + n / 20)
+            api.close()
+    return {"rate": rate(n, start, seen["last"]), "accept_s": accepted - start, "total_s": seen["last"] - start}
+
+
+def peer_run(ctx: Context, peer: str, n: int, tag: str) -> dict[str, Any]:
+    ctx.sims.reset()
+    port = str(ctx.sims.smtp_port)
+    if peer == "notifme":
+        result = notifme.run(port, n, f"nm{tag}-")
+    else:
+        argv = [PYTHON, "-m", "bench.peers", peer, "--port", port, "--n", str(n), "--prefix", f"{peer}{tag}-"]
+        result = run_json(argv, clean_env(), timeout=120 + n * 6)
+    seen = ctx.sims.wait_smtp(n, timeout=30)
+    return {"rate": rate(n, result["start"], seen["last"]), "total_s": seen["last"] - result["start"]}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.sizes["email"]
+    peers = {"smtplib": sizes["n"], "notifme": sizes["n"], "apprise-tuned": sizes["apprise_tuned"]}
+    peers["apprise"] = sizes["apprise"]
+    runs: dict[str, list[dict[str, Any]]] = {"gateway": [], **{p: [] for p in peers}}
+    for rep in range(ctx.reps):
+        ctx.log(f"email rep {rep + 1}/{ctx.reps}: gateway, N={sizes['n']}")
+        runs["gateway"].append(gateway_run(ctx, "sqlite", sizes["n"], f"{rep}"))
+        for peer, n in peers.items():
+            if peer == "apprise" and rep >= sizes["apprise_reps"]:
+                continue
+            ctx.log(f"email rep {rep + 1}/{ctx.reps}: {peer}, N={n}")
+            runs[peer].append(peer_run(ctx, peer, n, f"{rep}"))
+    rates = {name: [r["rate"] for r in rs] for name, rs in runs.items()}
+    return {
+        "n": {"gateway": sizes["n"], **peers},
+        "database": "sqlite",
+        "mode": "gateway serve (API and dispatcher in one process)",
+        "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
+        "accept_s": figure([r["accept_s"] for r in runs["gateway"]], "s"),
+        "ratios": {name: ratio(rates["gateway"], values) for name, values in rates.items() if name != "gateway"},
+    }

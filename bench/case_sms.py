@@ -1,0 +1,78 @@
+"""Case 3, SMS dispatch through the Twilio simulator, with 0 ms and 50 ms of simulated provider latency:
+the gateway (N messages accepted through the batch API, sent by its dispatcher) versus the official
+`twilio` SDK in a sequential loop. Both are measured from their first request to the simulator's answer
+to the last send (the last request's arrival plus the latency)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.case_email import submit
+from bench.context import Context
+from bench.procs import PYTHON, Api, clean_env, run_json
+from bench.stack import GatewayStack, fresh_database, running
+from bench.stats import figure, rate, ratio
+
+TEXT = "Your code is {i}. It expires in 10 minutes."
+
+
+def numbers(n: int, series: int = 200) -> list[str]:
+    """Valid US numbers whose last five digits pick no simulator error (+1415200xxxx)."""
+    return [f"+1415{series:03d}{i:04d}" for i in range(n)]
+
+
+def set_latency(ctx: Context, phones: list[str], latency: float) -> None:
+    ctx.sims.behaviours({p: {"kind": "deliver", "latency": latency} for p in phones})
+
+
+def gateway_run(ctx: Context, db: str, n: int, latency: float, mode: str = "serve") -> dict[str, Any]:
+    ctx.sims.reset()
+    phones = numbers(n)
+    set_latency(ctx, phones, latency)
+    bodies = [{"to": {"phone": p}, "content": {"text": TEXT.format(i=i)}} for i, p in enumerate(phones)]
+    with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
+        stack = GatewayStack(url, ctx.sims, ctx.workdir)
+        with running(stack.serve() if mode == "serve" else stack.api_only()):
+            if mode == "split":
+                stack.worker()
+            api = Api(stack.port, stack.key)
+            start = time.time()
+            submit(api, bodies)
+            accepted = time.time()
+            seen = ctx.sims.wait_twilio(n, timeout=60 + n / 10, key="ok")
+            api.close()
+    end = seen["last_ok"] + latency
+    return {"rate": rate(n, start, end), "accept_s": accepted - start, "total_s": end - start}
+
+
+def sdk_run(ctx: Context, n: int, latency: float) -> dict[str, Any]:
+    ctx.sims.reset()
+    phones = numbers(n, series=201)
+    set_latency(ctx, phones, latency)
+    argv = [PYTHON, "-m", "bench.peers", "twilio", "--port", str(ctx.sims.twilio_port), "--n", str(n)]
+    argv += ["--sid", ctx.sims.account_sid, "--token", ctx.sims.auth_token, "--numbers", ",".join(phones)]
+    result = run_json(argv, clean_env(), timeout=120 + n * (latency + 0.05) * 2)
+    seen = ctx.sims.wait_twilio(n, timeout=30, key="ok")
+    end = seen["last_ok"] + latency
+    return {"rate": rate(n, result["start"], end), "total_s": end - result["start"]}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    sizes = ctx.sizes["sms"]
+    out: dict[str, Any] = {"database": "sqlite", "mode": "gateway serve", "latencies": {}}
+    for latency in sizes["latencies"]:
+        ms = f"{latency * 1000:.0f}ms"
+        n_gw, n_sdk = sizes["n"], sizes["sdk_n"][ms]
+        gw: list[float] = []
+        sdk: list[float] = []
+        for rep in range(ctx.reps):
+            ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: gateway N={n_gw}, SDK loop N={n_sdk}")
+            gw.append(gateway_run(ctx, "sqlite", n_gw, latency)["rate"])
+            sdk.append(sdk_run(ctx, n_sdk, latency)["rate"])
+        out["latencies"][ms] = {
+            "n": {"gateway": n_gw, "twilio-sdk": n_sdk},
+            "rates": {"gateway": figure(gw, "msg/s"), "twilio-sdk": figure(sdk, "msg/s")},
+            "ratio": ratio(gw, sdk),
+        }
+    return out
