@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     load = rules.add_parser("load", help="create or replace rules from a TOML file")
     load.add_argument("file", type=Path)
     load.set_defaults(run=_rules_load)
+    replies = sub.add_parser("auto-replies", help="auto-reply rules")
+    autos = replies.add_subparsers(required=True, metavar="ACTION")
+    load = autos.add_parser("load", help="create or replace auto-replies from a TOML file")
+    load.add_argument("file", type=Path)
+    load.set_defaults(run=_auto_replies_load)
     return parser
 
 
@@ -78,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway import create_app
     from gateway.dispatch import Dispatcher
+    from gateway.inbound.email import InboundEmailServer
     from gateway.scheduler import start_scheduler
 
     app = create_app()
@@ -87,6 +93,11 @@ def _serve(args: argparse.Namespace) -> int:
     gw.nudge = dispatcher.nudge
     dispatcher.start()
     scheduler = start_scheduler(dispatcher)
+    inbound_email = None
+    if gw.settings.inbound_smtp_port is not None:
+        host, port = gw.settings.inbound_smtp_host, gw.settings.inbound_smtp_port
+        inbound_email = InboundEmailServer(gw, host, port).start()
+        print(f"gateway: receiving email on smtp://{host}:{port}", flush=True)
     server = create_server(app, host=args.host, port=args.port, threads=args.threads)
     print(f"gateway: serving on http://{args.host}:{server.effective_port}", flush=True)
     _stop_on_sigterm()
@@ -97,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         scheduler.shutdown(wait=False)
         server.close()
+        if inbound_email is not None:
+            inbound_email.stop()
         dispatcher.stop()
     return 0
 
@@ -195,6 +208,20 @@ def _rules_load(args: argparse.Namespace) -> int:
     with store.transaction(gw.engine) as session:
         names = load_rules_file(session, gw, args.file)
     print(f"loaded {len(names)} rules: {', '.join(names)}")
+    return 0
+
+
+def _auto_replies_load(args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services.auto_replies import load_auto_replies_file
+
+    if not args.file.exists():
+        print(f"gateway: {args.file} does not exist", file=sys.stderr)
+        return 1
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        names = load_auto_replies_file(session, gw, args.file)
+    print(f"loaded {len(names)} auto-replies: {', '.join(names)}")
     return 0
 
 

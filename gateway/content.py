@@ -43,6 +43,8 @@ def outgoing_for(channel: Channel, job: SendJob, gw: Gateway) -> OutgoingMessage
         template=(content.get("templates") or {}).get(channel.name),
         status_callback_url=channel.status_callback_url(job.attempt_id),
         expires_at=job.expires_at,
+        window_open=job.window_open,
+        human_agent=job.human_agent,
         reply_to=reply_to,
         headers=headers,
     )

@@ -29,6 +29,7 @@ from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
 from gateway.models import Attempt, Event, EventDelivery
 from gateway.progress import SendJob
+from gateway.services.provider_webhooks import apply_early_statuses
 
 log = logging.getLogger("gateway.dispatch")
 IDLE_WAIT = 60.0  # longest sleep when nothing is due; the scheduler tick wakes it sooner
@@ -258,6 +259,7 @@ class Dispatcher:
                 message.claimed_until = None
                 message.claimed_by = None
             self.gw.progress.finish_send(session, message, attempt, result)
+            apply_early_statuses(self.gw, session, message, attempt)
             return message.due_at is not None and message.due_at <= self.gw.clock()
 
     def _seconds_until_due(self) -> float:

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
 from gateway import events, reachability
-from gateway.models import Attempt, Message
+from gateway.models import Attempt, ChannelState, Message
 from gateway.reachability import Change
+from gateway.routing import StateFacts
 
 if TYPE_CHECKING:
     from gateway.core import Gateway
+
+
+def _facts(state: ChannelState) -> StateFacts:
+    return StateFacts(
+        window_open_until=state.window_open_until,
+        last_inbound_at=state.last_inbound_at,
+        sent_in_window=state.sent_in_window,
+    )
 
 
 class GatewayEffects:
@@ -20,8 +30,16 @@ class GatewayEffects:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
+    def window_open(self, state: ChannelState, now: datetime, human_agent: bool) -> bool:
+        """Whether free-form text may go to this person on this channel now."""
+        info = self.gw.channels.get(state.channel)
+        return info is not None and info.window_open(_facts(state), now, human_agent)
+
     def attempt_changed(self, session: Session, message: Message, attempt: Attempt) -> None:
         now = self.gw.clock()
+        info = self.gw.channels.get(attempt.channel)
+        if attempt.status == "accepted" and info is not None and info.window_message_limit is not None:
+            reachability.state_of(session, message.contact_id, attempt.channel).sent_in_window += 1
         if attempt.status == "failed" and attempt.error_kind:
             change = reachability.learn_from_error(
                 session,

@@ -21,6 +21,7 @@ from waitress.server import create_server
 from gateway import create_app, store
 from gateway.core import Gateway
 from gateway.dispatch import Dispatcher
+from gateway.inbound.email import InboundEmailServer
 from gateway.scheduler import start_scheduler
 from gateway.services.keys import create_key
 from gateway.simulators.smtp import SmtpSimulator
@@ -74,6 +75,7 @@ class LocalGateway:
         self.dispatcher: Dispatcher | None = None
         self._scheduler: Any = None
         self._stopping = False
+        self.inbound_email: InboundEmailServer | None = None
 
     @property
     def gw(self) -> Gateway:
@@ -90,6 +92,11 @@ class LocalGateway:
             self.gw.nudge = self.dispatcher.nudge
             self.dispatcher.start()
             self._scheduler = start_scheduler(self.dispatcher)
+        settings = self.gw.settings
+        if settings.inbound_smtp_port is not None:
+            self.inbound_email = InboundEmailServer(
+                self.gw, settings.inbound_smtp_host, settings.inbound_smtp_port
+            ).start()
         self._server = create_server(self.app, host="127.0.0.1", port=port, threads=8)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -114,6 +121,8 @@ class LocalGateway:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:
             self._server.close()
+        if self.inbound_email is not None:
+            self.inbound_email.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop(grace=2)
         if self._thread is not None:

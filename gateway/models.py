@@ -59,6 +59,7 @@ class ChannelState(SQLModel, table=True):
     last_inbound_at: datetime | None = None
     opted_out: bool = False
     opted_out_at: datetime | None = None
+    sent_in_window: int = 0  # messages accepted since the person last wrote (for per-window limits)
 
 
 class Message(SQLModel, table=True):
@@ -85,6 +86,7 @@ class Message(SQLModel, table=True):
     metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON, nullable=True))
     status_callback: str | None = Field(default=None, max_length=2048)
     in_reply_to: str | None = Field(default=None, max_length=40)
+    human_agent: bool = False
     send_at: datetime | None = None
     expires_at: datetime | None = None
     due_at: datetime | None = None
@@ -248,3 +250,15 @@ class AutoReplySent(SQLModel, table=True):
     rule_id: str = Field(primary_key=True, max_length=40)
     contact_id: str = Field(primary_key=True, max_length=40)
     sent_at: datetime = Field(default_factory=utcnow)
+
+
+class EarlyStatus(SQLModel, table=True):
+    """A provider status that arrived before the send that caused it was recorded; applied then."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_message_id: str = Field(index=True, max_length=255)
+    status: str = Field(max_length=16)
+    error_kind: str | None = Field(default=None, max_length=20)
+    error_code: str | None = Field(default=None, max_length=64)
+    error_detail: str | None = Field(default=None, max_length=1000)
+    received_at: datetime = Field(default_factory=utcnow)

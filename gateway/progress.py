@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -95,6 +95,9 @@ class SendJob:
     expires_at: datetime | None
     category: str = "transactional"
     contact_id: str | None = None
+    # Whether the person wrote on this channel recently enough for free-form text (windowed channels).
+    window_open: bool = False
+    human_agent: bool = False
 
 
 class Effects(Protocol):
@@ -103,6 +106,8 @@ class Effects(Protocol):
     def attempt_changed(self, session: Session, message: Message, attempt: Attempt) -> None: ...
 
     def message_changed(self, session: Session, message: Message) -> None: ...
+
+    def window_open(self, state: ChannelState, now: datetime, human_agent: bool) -> bool: ...
 
 
 class Progress:
@@ -153,7 +158,9 @@ class Progress:
         if attempt.status in ("pending", "sending"):
             refusal = self._refusal(session, message, attempt)
             if refusal is None:
-                return self._begin(message, attempt)
+                return replace(
+                    self._begin(message, attempt), window_open=self._window_open(session, message, attempt)
+                )
             self._fail(session, message, attempt, refusal)  # learned since planning: do not send
             return None
         if attempt.status == "failed" or attempt.error_kind is not None:
@@ -254,8 +261,9 @@ class Progress:
             attempt.address,
             message.content or {},
             message.expires_at,
-            message.category,
-            message.contact_id,
+            category=message.category,
+            contact_id=message.contact_id,
+            human_agent=message.human_agent,
         )
 
     def _after_progress(self, message: Message, attempt: Attempt) -> None:
@@ -396,6 +404,12 @@ class Progress:
         message.claimed_until = None
         message.claimed_by = None
         message.updated_at = self.now()
+
+    def _window_open(self, session: Session, message: Message, attempt: Attempt) -> bool:
+        state = session.get(ChannelState, (message.contact_id, attempt.channel))
+        if self.effects is None or state is None:
+            return False
+        return self.effects.window_open(state, self.now(), message.human_agent)
 
     @staticmethod
     def _refusal(session: Session, message: Message, attempt: Attempt) -> ChannelError | None:

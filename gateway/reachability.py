@@ -37,7 +37,8 @@ def state_of(session: Session, contact_id: str, channel: str) -> ChannelState:
     return state
 
 
-def _set(state: ChannelState, reachability: str, reason: str | None, now: datetime) -> Change | None:
+def mark(state: ChannelState, reachability: str, reason: str | None, now: datetime) -> Change | None:
+    """Set a state's reachability and reason; the Change when the reachability moved."""
     if state.reachability == reachability and state.reason == reason:
         return None
     changed = state.reachability != reachability
@@ -63,11 +64,11 @@ def learn_from_error(
     """An attempt failed with `kind`: remember what it says about this person on this channel."""
     state = state_of(session, contact_id, channel)
     if kind in ("unreachable", "invalid_address"):
-        change = _set(state, "unreachable", f"{kind}: {detail}" if detail else kind, now)
+        change = mark(state, "unreachable", f"{kind}: {detail}" if detail else kind, now)
         state.reprobe_at = add_seconds(now, reprobe_after)
         return change
     if kind == "blocked":
-        return _set(state, "blocked", detail or "blocked", now)
+        return mark(state, "blocked", detail or "blocked", now)
     if kind == "opted_out":
         return set_opt_out(session, contact_id, channel, True, now)
     return None
@@ -79,7 +80,7 @@ def learn_from_receipt(
     """A delivery or read receipt proves the channel reaches the person."""
     if status not in ("delivered", "read"):
         return None
-    return _set(state_of(session, contact_id, channel), "reachable", f"{status} receipt", now)
+    return mark(state_of(session, contact_id, channel), "reachable", f"{status} receipt", now)
 
 
 def learn_from_inbound(
@@ -95,7 +96,8 @@ def learn_from_inbound(
         state.last_inbound_at = received_at
         if window_seconds is not None:
             state.window_open_until = add_seconds(received_at, window_seconds)
-    return _set(state, "reachable", "inbound message", received_at)
+        state.sent_in_window = 0
+    return mark(state, "reachable", "inbound message", received_at)
 
 
 def set_opt_out(

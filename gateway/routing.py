@@ -33,6 +33,20 @@ class ChannelInfo:
     window_seconds: float | None
     delivery_receipts: bool
     read_receipts: bool
+    window_message_limit: int | None = None
+    human_agent_window_seconds: float | None = None
+
+    def window_open(self, state: StateFacts, now: datetime, human_agent: bool = False) -> bool:
+        """Whether free-form messages may go out now: inside the window and under its message limit.
+
+        A reply written by a person may use the longer human-agent window where the channel has one
+        (Messenger's HUMAN_AGENT tag: 7 days after the person's last message)."""
+        until = state.window_open_until
+        if human_agent and self.human_agent_window_seconds and state.last_inbound_at:
+            until = state.last_inbound_at + timedelta(seconds=self.human_agent_window_seconds)
+        if until is None or until <= now:
+            return False
+        return self.window_message_limit is None or state.sent_in_window < self.window_message_limit
 
     def can_report(self, until: str) -> bool:
         if until in ("accepted", "sent"):
@@ -62,6 +76,7 @@ class StateFacts:
     window_open_until: datetime | None = None
     last_inbound_at: datetime | None = None
     opted_out: bool = False
+    sent_in_window: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,7 @@ class RouteRequest:
     templates: frozenset[str] = frozenset()
     reply_channel: str | None = None
     send_at: datetime | None = None
+    human_agent: bool = False
 
 
 @dataclass(frozen=True)
@@ -308,8 +324,11 @@ def _skip_reason(
         return "blocked" + (f": {state.reason}" if state.reason else "")
     if state.reachability == "unreachable" and (state.reprobe_at is None or state.reprobe_at > now):
         return "unreachable" + (f": {state.reason}" if state.reason else "")
-    window_open = state.window_open_until is not None and state.window_open_until > now
-    if info.window_seconds is not None and not window_open and info.name not in request.templates:
+    if (
+        info.window_seconds is not None
+        and not info.window_open(state, now, request.human_agent)
+        and info.name not in request.templates
+    ):
         return f"window closed and no {info.name} template"
     return None
 

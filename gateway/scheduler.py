@@ -5,6 +5,7 @@ from __future__ import annotations
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from gateway.dispatch import Dispatcher
+from gateway.housekeeping import purge
 
 
 def start_scheduler(dispatcher: Dispatcher) -> BackgroundScheduler:
@@ -18,5 +19,6 @@ def start_scheduler(dispatcher: Dispatcher) -> BackgroundScheduler:
         max_instances=1,
         coalesce=True,
     )
+    scheduler.add_job(purge, "interval", args=[dispatcher.gw], hours=1, id="housekeeping", coalesce=True)
     scheduler.start()
     return scheduler

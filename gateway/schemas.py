@@ -415,7 +415,7 @@ class AutoReplyIn(Strict):
 
     @field_validator("business_hours")
     @classmethod
-    def _needs_a_condition(cls, value: BusinessHoursIn | None, info: ValidationInfo) -> BusinessHoursIn | None:
+    def _needs_a_condition(cls, value: BusinessHoursIn | None, info: ValidationInfo) -> Any:
         if value is None and "keywords" in info.data and not info.data["keywords"]:
             raise ValueError("a rule needs keywords or business_hours (or both)")
         return value

@@ -12,7 +12,7 @@ from gateway.services import auto_replies
 bp = Blueprint("auto_replies", __name__, url_prefix="/v1")
 
 
-@api_route(bp, "/auto-replies", "GET", "Auto-reply rules in evaluation order", "admin", response=AutoReplyList)
+@api_route(bp, "/auto-replies", "GET", "Auto-reply rules in order", "admin", response=AutoReplyList)
 def list_() -> Response:
     with store.transaction(gateway().engine) as session:
         data = [auto_replies.auto_reply_out(r) for r in auto_replies.list_auto_replies(session)]

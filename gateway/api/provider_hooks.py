@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 
 from gateway.api.http import gateway
-from gateway.channels.base import Channel, WebhookRequest
+from gateway.channels.base import Channel, WebhookAnswer, WebhookRequest
 from gateway.errors import ProblemError, not_found
 from gateway.services.provider_webhooks import ForgedWebhook, channel_for_hook, handle_webhook
 
@@ -26,12 +26,30 @@ def webhook_request() -> WebhookRequest:
     )
 
 
-@bp.post("/<path:hook>")
-def receive(hook: str) -> Response:
+def _channel(hook: str) -> Channel:
     channels: dict[str, Channel] = current_app.extensions["gateway.channels"]
     handler = channel_for_hook(channels.values(), hook)
     if handler is None:
         raise not_found(f"webhook {hook}")
+    return handler
+
+
+def _answer(answer: WebhookAnswer) -> Response:
+    return Response(answer.body, status=answer.status, content_type=answer.content_type)
+
+
+@bp.get("/<path:hook>")
+def verify(hook: str) -> Response:
+    """A provider's subscription handshake (Meta hub.challenge, X CRC, WeChat echostr)."""
+    answer = _channel(hook).handshake(hook, webhook_request())
+    if answer is None:
+        raise ProblemError(405, "method-not-allowed", "Method not allowed", "this webhook takes POST only")
+    return _answer(answer)
+
+
+@bp.post("/<path:hook>")
+def receive(hook: str) -> Response:
+    handler = _channel(hook)
     try:
         handle_webhook(gateway(), handler, hook, webhook_request())
     except ForgedWebhook:
@@ -39,8 +57,6 @@ def receive(hook: str) -> Response:
             403, "forbidden", "Forbidden", "the webhook signature is missing or wrong"
         ) from None
     except (KeyError, ValueError, TypeError) as exc:
-        raise ProblemError(
-            400, "malformed-request", "Malformed webhook", f"cannot read the payload: {exc}"
-        ) from None
-    # Twilio expects an empty TwiML document or an empty 2xx.
-    return Response("<Response/>", status=200, content_type="text/xml")
+        detail = f"cannot read the payload: {type(exc).__name__}"
+        raise ProblemError(400, "malformed-request", "Malformed webhook", detail) from None
+    return _answer(handler.webhook_ok)

@@ -76,6 +76,8 @@ def channel_infos(settings: Settings) -> dict[str, ChannelInfo]:
             window_seconds=cls.window_seconds if cls else None,
             delivery_receipts=cls.delivery_receipts if cls else False,
             read_receipts=cls.read_receipts if cls else False,
+            window_message_limit=cls.window_message_limit if cls else None,
+            human_agent_window_seconds=cls.human_agent_window_seconds if cls else None,
         )
     return infos
 

@@ -34,6 +34,10 @@ class OutgoingMessage:
     # Absolute URL the provider should post this attempt's status updates to, if the channel has any.
     status_callback_url: str | None = None
     expires_at: datetime | None = None
+    # Windowed channels: whether free-form text may go out now (else the template, if any).
+    window_open: bool = False
+    # The request marked this as written by a person (Messenger sends it with the HUMAN_AGENT tag).
+    human_agent: bool = False
     # Email only: where replies go (`reply+<token>@<GATEWAY_INBOUND_EMAIL_DOMAIN>`), and extra headers
     # such as List-Unsubscribe. Other adapters ignore both.
     reply_to: str | None = None
@@ -75,6 +79,36 @@ class Inbound:
 
 
 @dataclass(frozen=True)
+class IdentityEvent:
+    """A person followed (subscribed to, started) or blocked (unfollowed, kicked) the business."""
+
+    channel: str
+    sender: str
+    kind: Literal["follow", "block"]
+    event_id: str
+    reason: str
+    at: datetime | None = None
+
+
+@dataclass
+class WebhookBatch:
+    """Everything one provider webhook call carried."""
+
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    inbound: list[Inbound] = field(default_factory=list)
+    identity: list[IdentityEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What the gateway answers a provider's webhook call with."""
+
+    status: int
+    body: str = ""
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
 class WebhookRequest:
     """A provider's HTTP call to the gateway, as the adapter needs to see it."""
 
@@ -93,6 +127,10 @@ class Channel(ABC):
     address_kind: ClassVar[AddressKind]
     # Customer-care window in seconds after the person's last message; None = no window.
     window_seconds: ClassVar[float | None] = None
+    # Messages the business may send per window (WeChat: 5); None = no limit.
+    window_message_limit: ClassVar[int | None] = None
+    # A longer window for replies written by a person (Messenger's HUMAN_AGENT tag: 7 days).
+    human_agent_window_seconds: ClassVar[float | None] = None
     delivery_receipts: ClassVar[bool] = False
     read_receipts: ClassVar[bool] = False
     supports_templates: ClassVar[bool] = False
@@ -102,6 +140,8 @@ class Channel(ABC):
     # Paths under /webhooks/ where the provider posts status updates and inbound messages, or None.
     status_webhook: ClassVar[str | None] = None
     inbound_webhook: ClassVar[str | None] = None
+    # What a verified webhook call is answered with (Twilio wants TwiML, WeChat "success", ...).
+    webhook_ok: ClassVar[WebhookAnswer] = WebhookAnswer(200, "")
     # Words that, sent alone, opt the person out of (or back into) this channel.
     opt_out_keywords: ClassVar[frozenset[str]] = frozenset()
     opt_in_keywords: ClassVar[frozenset[str]] = frozenset()
@@ -143,6 +183,23 @@ class Channel(ABC):
     def parse_inbound_webhook(self, request: WebhookRequest) -> list[Inbound]:
         """Turn a verified inbound webhook into customer messages."""
         return []
+
+    def owns_webhook(self, hook: str) -> bool:
+        """Whether `/webhooks/<hook>` is this adapter's."""
+        return hook in (self.status_webhook, self.inbound_webhook)
+
+    def parse_webhook(self, hook: str, request: WebhookRequest) -> WebhookBatch:
+        """Everything a verified webhook call carries; adapters with one combined hook override this."""
+        batch = WebhookBatch()
+        if hook == self.status_webhook:
+            batch.statuses += self.parse_status_webhook(request)
+        if hook == self.inbound_webhook:
+            batch.inbound += self.parse_inbound_webhook(request)
+        return batch
+
+    def handshake(self, hook: str, request: WebhookRequest) -> WebhookAnswer | None:
+        """Answer a provider's GET verification (Meta hub.challenge, X CRC, WeChat echostr), or None."""
+        return None
 
     @classmethod
     def default_until(cls) -> str:

@@ -32,7 +32,7 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Scripts written without spaces between words (and Korean, whose particles attach to words):
 # a keyword in them matches anywhere, since there is no word boundary to look for.
 _UNSPACED = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN", "HANGUL", "YI ")
-_KANA_VOICING = {"\u3099", "\u309a"}  # が is not か: these marks change the word, they are not accents
+_KEEP = {"\u3099", "\u309a"}  # が is not か: these marks change the word, they are not accents
 
 # -- pure matching ----------------------------------------------------------------------------------
 
@@ -65,8 +65,9 @@ class ReplyRule:
 def normalise(text: str | None) -> str:
     """Case-folded, accents stripped, punctuation and symbols turned into single spaces."""
     folded = unicodedata.normalize("NFKD", (text or "").casefold())
-    kept = "".join(c for c in folded if not unicodedata.combining(c) or c in _KANA_VOICING)
-    words = "".join(c if unicodedata.category(c)[0] in "LNM" else " " for c in unicodedata.normalize("NFC", kept))
+    bare = "".join(c for c in folded if not unicodedata.combining(c) or c in _KEEP)
+    bare = unicodedata.normalize("NFC", bare)
+    words = "".join(c if unicodedata.category(c)[0] in "LNM" else " " for c in bare)
     return " ".join(words.split())
 
 
@@ -99,7 +100,7 @@ def keyword_matches(text: str | None, keywords: Iterable[str]) -> bool:
 
 
 def within_business_hours(hours: BusinessHours, at: datetime) -> bool:
-    """Whether `at` falls in the opening hours; `start > end` runs past midnight, `start == end` is all day."""
+    """Whether `at` is within opening hours; `start > end` runs past midnight, `start == end` is all day."""
     local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(ZoneInfo(hours.timezone))
     day, clock = local.weekday(), local.time().replace(tzinfo=None)
     if hours.start == hours.end:
@@ -162,7 +163,8 @@ def answer_inbound(gw: Gateway, received: Received) -> None:
             return
         query = select(AutoReplyRule).where(col(AutoReplyRule.enabled).is_(True))
         rows = session.exec(query.order_by(col(AutoReplyRule.order), col(AutoReplyRule.name)))
-        rule = first_match([to_reply_rule(r) for r in rows], received.channel, received.text, inbound.received_at)
+        rules = [to_reply_rule(r) for r in rows]
+        rule = first_match(rules, received.channel, received.text, inbound.received_at)
     if rule is None:
         return
     taken, previous = _claim(gw, rule, received.contact_id)

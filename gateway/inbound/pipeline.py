@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from gateway import events, reachability, store
 from gateway.channels import adapter_class
-from gateway.channels.base import Inbound
+from gateway.channels.base import IdentityEvent, Inbound
 from gateway.core import Gateway
 from gateway.effects import GatewayEffects
 from gateway.errors import ProblemError
@@ -188,3 +188,20 @@ def _keywords(session: Session, contact_id: str, item: Inbound, now: datetime) -
     if word in cls.opt_in_keywords:
         return reachability.set_opt_out(session, contact_id, item.channel, False, now)
     return None
+
+
+def receive_identity_event(gw: Gateway, event: IdentityEvent) -> str:
+    """A follow links (or creates) the contact and marks the channel reachable; a block marks it blocked."""
+    with store.transaction(gw.engine) as session:
+        kind = gw.channels[event.channel].address_kind if event.channel in gw.channels else "identity"
+        sender = _normalise(event.sender, kind, gw)
+        contact = _contact_for(session, gw, event.channel, kind, sender)
+        at = event.at or gw.clock()
+        state = reachability.state_of(session, contact.id, event.channel)
+        if event.kind == "follow":
+            change = reachability.mark(state, "reachable", event.reason, at)
+        else:
+            change = reachability.mark(state, "blocked", event.reason, at)
+        if change is not None:
+            GatewayEffects(gw).reachability_changed(session, change)
+        return contact.id

@@ -107,7 +107,10 @@ def list_auto_replies(session: Session) -> list[AutoReplyRule]:
 
 def load_auto_replies_file(session: Session, gw: Gateway, path: Path) -> list[str]:
     """Create or replace (by name) every `[[auto_replies]]` table of a TOML file; all or nothing."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProblemError(400, "malformed-request", "Malformed TOML", f"{path}: {exc}") from None
     names = []
     for i, raw in enumerate(data.get("auto_replies", [])):
         try:

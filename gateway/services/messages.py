@@ -51,6 +51,7 @@ def compute_plan(
             s.window_open_until,
             s.last_inbound_at,
             s.opted_out,
+            s.sent_in_window,
         )
         for name, s in states.items()
     }
@@ -64,6 +65,7 @@ def compute_plan(
         templates=frozenset((body.content.templates or {}).keys()),
         send_at=body.send_at.astimezone(UTC) if body.send_at else None,
         reply_channel=reply_channel,
+        human_agent=body.human_agent,
     )
     rules = routing_rules(session, gw)
     return plan_route(facts, state_facts, rules, request, gw.channels, gw.defaults, gw.clock())
@@ -167,6 +169,7 @@ def _write_message(
         metadata_=body.metadata,
         status_callback=body.status_callback,
         in_reply_to=body.in_reply_to,
+        human_agent=body.human_agent,
         fallback_past_opt_out=plan.fallback_past_opt_out,
         send_at=send_at,
         expires_at=add_seconds(send_at or now, ttl),

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from gateway import store
 from gateway.channels.base import Channel, StatusUpdate, WebhookRequest
 from gateway.core import Gateway
-from gateway.inbound.pipeline import receive_inbound
-from gateway.models import Attempt
+from gateway.errors import ChannelError, ErrorKind
+from gateway.inbound.pipeline import receive_identity_event, receive_inbound
+from gateway.models import Attempt, EarlyStatus, Message
 
 
 class ForgedWebhook(Exception):
@@ -19,27 +21,26 @@ class ForgedWebhook(Exception):
 
 def channel_for_hook(channels: Iterable[Channel], hook: str) -> Channel | None:
     """The adapter that owns the webhook path `hook` (under /webhooks/)."""
-    return next((c for c in channels if hook in (c.status_webhook, c.inbound_webhook)), None)
+    return next((c for c in channels if c.owns_webhook(hook)), None)
 
 
 def handle_webhook(gw: Gateway, channel: Channel, hook: str, request: WebhookRequest) -> int:
     """Verify and apply one provider webhook call; return how many items it carried."""
     if not channel.verify_webhook(request):
         raise ForgedWebhook(channel.name)
-    applied = 0
-    if hook == channel.status_webhook:
-        applied += sum(apply_status_update(gw, update) for update in channel.parse_status_webhook(request))
-        if applied:
-            gw.nudge()  # a failure may have scheduled an immediate retry or fallback
-    if hook == channel.inbound_webhook:
-        for item in channel.parse_inbound_webhook(request):
-            receive_inbound(gw, item)
-            applied += 1
-    return applied
+    batch = channel.parse_webhook(hook, request)
+    statuses = sum(apply_status_update(gw, update) for update in batch.statuses)
+    if statuses:
+        gw.nudge()  # a failure may have scheduled an immediate retry or fallback
+    for item in batch.inbound:
+        receive_inbound(gw, item)
+    for event in batch.identity:
+        receive_identity_event(gw, event)
+    return statuses + len(batch.inbound) + len(batch.identity)
 
 
 def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
-    """Apply one update to its attempt; an unknown attempt is acknowledged and ignored."""
+    """Apply one update to its attempt; one for a send not yet recorded is kept until it is."""
     with store.transaction(gw.engine) as session:
         attempt = session.get(Attempt, update.attempt_id) if update.attempt_id else None
         if attempt is not None and attempt.provider_message_id not in (None, update.provider_message_id):
@@ -48,6 +49,8 @@ def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
             query = select(Attempt).where(Attempt.provider_message_id == update.provider_message_id)
             attempt = session.exec(query).first()
         if attempt is None:
+            # The provider was faster than our own record of the send: keep it for `apply_early_statuses`.
+            session.add(early_status(update, gw.clock()))
             return False
         message = store.lock_message(session, attempt.message_id)
         if message is None:
@@ -55,3 +58,31 @@ def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
         session.refresh(attempt)
         gw.progress.apply_status(session, message, attempt, update)
         return True
+
+
+def early_status(update: StatusUpdate, now: datetime) -> EarlyStatus:
+    error = update.error
+    return EarlyStatus(
+        provider_message_id=update.provider_message_id,
+        status=update.status,
+        error_kind=error.kind if error else None,
+        error_code=error.code if error else None,
+        error_detail=error.detail if error else None,
+        received_at=update.at or now,
+    )
+
+
+def apply_early_statuses(gw: Gateway, session: Session, message: Message, attempt: Attempt) -> None:
+    """Apply statuses that arrived for this attempt before its send was recorded, oldest first."""
+    if not attempt.provider_message_id:
+        return
+    query = select(EarlyStatus).where(EarlyStatus.provider_message_id == attempt.provider_message_id)
+    for row in sorted(session.exec(query), key=lambda r: r.id or 0):
+        error = (
+            ChannelError(ErrorKind(row.error_kind), row.error_detail or "", row.error_code)
+            if row.error_kind
+            else None
+        )
+        update = StatusUpdate(row.provider_message_id, row.status, error, attempt.id, row.received_at)  # type: ignore[arg-type]
+        gw.progress.apply_status(session, message, attempt, update)
+        session.delete(row)
