@@ -25,6 +25,7 @@ from gateway.channels.base import (
     ProviderStatus,
     SendResult,
     StatusUpdate,
+    WebhookAnswer,
     WebhookRequest,
 )
 from gateway.errors import ChannelError, ErrorKind
@@ -173,6 +174,7 @@ class SmsChannel(Channel):
     default_rate: ClassVar[float] = 10.0
     status_webhook: ClassVar[str | None] = "twilio/status"
     inbound_webhook: ClassVar[str | None] = "twilio/inbound"
+    webhook_ok: ClassVar[WebhookAnswer] = WebhookAnswer(200, "<Response/>", "text/xml")  # empty TwiML
     # The carrier-standard keywords (CTIA); Twilio honours the same words on its side.
     opt_out_keywords: ClassVar[frozenset[str]] = frozenset(
         {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
