@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
-
-from gateway.errors import ProblemError
+from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -18,6 +15,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from gateway.api import (
         auto_replies,
         contacts,
+        guards,
         messages,
         meta,
         provider_hooks,
@@ -25,7 +23,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         unsubscribe,
         webhooks_out,
     )
-    from gateway.api.http import MAX_BODY, problem_response
+    from gateway.api.http import MAX_BODY
+    from gateway.api.limits import RateLimiter
     from gateway.channels import build_channels
     from gateway.core import build_gateway
     from gateway.services.keys import KeyChecker
@@ -42,23 +41,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     gw = build_gateway(settings, clock)
     app.extensions["gateway"] = gw
     app.extensions["gateway.keys"] = KeyChecker(gw)
+    app.extensions["gateway.rate_limiter"] = RateLimiter(settings.api_rate_limit)
     app.extensions["gateway.channels"] = build_channels(settings)
     for module in (meta, messages, contacts, rules, auto_replies, webhooks_out, provider_hooks, unsubscribe):
         app.register_blueprint(module.bp)
 
-    @app.errorhandler(ProblemError)
-    def _problem(error: ProblemError) -> Response:
-        return problem_response(error)
-
-    @app.errorhandler(HTTPException)
-    def _http(error: HTTPException) -> Response:
-        code = error.code or 500
-        slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(code, "http-error")
-        if code == 400:
-            slug = "malformed-request"
-        detail = error.description or error.name
-        if code == 413:
-            detail = f"bodies are limited to {MAX_BODY} bytes"
-        return problem_response(ProblemError(code, slug, error.name, detail))
-
+    guards.install(app)
     return app

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from gateway import store
+from gateway import crypto, store
 from gateway.channels import channel_infos
 from gateway.events import Subscriptions
 from gateway.models import Setting
@@ -62,7 +62,8 @@ class Gateway:
 
 def build_gateway(settings: Settings, clock: Clock = utcnow) -> Gateway:
     """Connect to the database, create missing tables and read which channels are enabled."""
-    engine = store.make_engine(settings.database_url)
+    crypto.configure(settings.encryption_key)
+    engine = store.make_engine(settings.database_url, settings.db_pool_size)
     store.create_schema(engine)
     gateway = Gateway(settings, engine, clock, channel_infos(settings))
     from gateway.inbound.auto_replies import answer_inbound

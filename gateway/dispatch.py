@@ -14,7 +14,6 @@ import os
 import secrets
 import socket
 import threading
-import time
 import time as clock
 from collections.abc import Coroutine
 from typing import Any
@@ -28,29 +27,14 @@ from gateway.content import outgoing_for
 from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
 from gateway.models import Attempt, Event, EventDelivery
+from gateway.notify import DueListener
+from gateway.pacing import SharedPacer
 from gateway.progress import SendJob
 from gateway.services.provider_webhooks import apply_early_statuses
 
 log = logging.getLogger("gateway.dispatch")
 IDLE_WAIT = 60.0  # longest sleep when nothing is due; the scheduler tick wakes it sooner
 EVENT_TIMEOUT = 10.0  # seconds a business system has to answer an event delivery
-
-
-class Pacer:
-    """Spaces sends on one channel to at most `rate` per second in this process (0 = unlimited)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self.next_slot = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
 
 class Dispatcher:
@@ -61,8 +45,10 @@ class Dispatcher:
         self.channels = channels if channels is not None else build_channels(gw.settings)
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.pacers = {
-            name: Pacer(gw.settings.rate_for(name, ch.default_rate)) for name, ch in self.channels.items()
+            name: SharedPacer(gw, name, gw.settings.rate_for(name, ch.default_rate))
+            for name, ch in self.channels.items()
         }
+        self._listener = DueListener(gw.engine, self.nudge) if store.is_postgres(gw.engine) else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -77,6 +63,8 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
         self._thread.start()
         self._ready.wait(30)
+        if self._listener is not None:
+            self._listener.start()
 
     def nudge(self) -> None:
         """Wake the loop now (thread-safe)."""
@@ -88,6 +76,8 @@ class Dispatcher:
         """Finish sends in flight (up to `grace` seconds), give back claims, close adapters."""
         self._stopping = True
         self._grace = grace
+        if self._listener is not None:
+            self._listener.stop()
         self.nudge()
         if self._thread is not None:
             self._thread.join(grace + 15)
@@ -247,7 +237,12 @@ class Dispatcher:
             message = store.lock_message(session, message_id)
             if message is None or message.claimed_by != self.worker:
                 return None  # our lease ran out and another dispatcher has it
-            return self.gw.progress.take_due(session, message)
+            job = self.gw.progress.take_due(session, message)
+            if job is not None:
+                attempt = session.get(Attempt, job.attempt_id)
+                if attempt is not None:
+                    attempt.sent_by = self.worker
+            return job
 
     def _finish(self, job: SendJob, result: SendResult | ChannelError) -> bool:
         with store.transaction(self.gw.engine) as session:

@@ -116,6 +116,9 @@ class LocalGateway:
         return secret
 
     def stop(self) -> None:
+        """Stop everything started; calling it again does nothing."""
+        if self._stopping:
+            return
         self._stopping = True
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)

@@ -11,11 +11,17 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from gateway.crypto import Sealed
 from gateway.timeutil import utcnow
 
 
 def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+def _sealed() -> Any:
+    """A JSON value that holds what people wrote: encrypted at rest when a key is configured."""
+    return Field(default=None, sa_column=Column(Sealed, nullable=True))
 
 
 class Contact(SQLModel, table=True):
@@ -76,14 +82,16 @@ class Message(SQLModel, table=True):
     status: str = Field(default="queued", max_length=16, index=True)
     reason: str | None = Field(default=None, max_length=40)
     channel: str | None = Field(default=None, max_length=20)
-    content: dict[str, Any] | None = _json()
+    content: dict[str, Any] | None = _sealed()
     plan: list[dict[str, Any]] | None = _json()
     skipped: list[dict[str, Any]] | None = _json()
     retry: dict[str, Any] | None = _json()
     rule_id: str | None = Field(default=None, max_length=40)
     step_index: int = 0
     current_attempt_id: str | None = Field(default=None, max_length=40)
-    metadata_: dict[str, Any] | None = Field(default=None, sa_column=Column("metadata", JSON, nullable=True))
+    metadata_: dict[str, Any] | None = Field(
+        default=None, sa_column=Column("metadata", Sealed, nullable=True)
+    )
     status_callback: str | None = Field(default=None, max_length=2048)
     in_reply_to: str | None = Field(default=None, max_length=40)
     human_agent: bool = False
@@ -114,6 +122,7 @@ class Attempt(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     error_detail: str | None = Field(default=None, max_length=1000)
     sends: int = 0
+    sent_by: str | None = Field(default=None, max_length=64)  # the dispatcher that made the last send
     deadline_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -176,12 +185,12 @@ class InboundMessage(SQLModel, table=True):
     contact_id: str = Field(foreign_key="contact.id", max_length=40)
     channel: str = Field(max_length=20)
     address: str = Field(max_length=320)
-    text: str | None = None
+    text: str | None = _sealed()
     button_id: str | None = Field(default=None, max_length=64)
     provider_message_id: str = Field(max_length=255)
     in_reply_to: str | None = Field(default=None, max_length=40)
     received_at: datetime = Field(default_factory=utcnow)
-    raw: dict[str, Any] | None = _json()
+    raw: dict[str, Any] | None = _sealed()
 
 
 class WebhookSubscription(SQLModel, table=True):
@@ -201,7 +210,7 @@ class Event(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     type: str = Field(max_length=40)
     contact_id: str | None = Field(default=None, max_length=40)
-    data: dict[str, Any] | None = _json()
+    data: dict[str, Any] | None = _sealed()
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -262,3 +271,10 @@ class EarlyStatus(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     error_detail: str | None = Field(default=None, max_length=1000)
     received_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelPace(SQLModel, table=True):
+    """The next free send slot of a paced channel, shared by every dispatcher (unix seconds)."""
+
+    channel: str = Field(primary_key=True, max_length=20)
+    next_slot: float = 0.0

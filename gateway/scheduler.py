@@ -5,7 +5,7 @@ from __future__ import annotations
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from gateway.dispatch import Dispatcher
-from gateway.housekeeping import purge
+from gateway.housekeeping import erase_old_bodies, purge
 
 
 def start_scheduler(dispatcher: Dispatcher) -> BackgroundScheduler:
@@ -20,5 +20,8 @@ def start_scheduler(dispatcher: Dispatcher) -> BackgroundScheduler:
         coalesce=True,
     )
     scheduler.add_job(purge, "interval", args=[dispatcher.gw], hours=1, id="housekeeping", coalesce=True)
+    scheduler.add_job(
+        erase_old_bodies, "interval", args=[dispatcher.gw], days=1, id="retention", coalesce=True
+    )
     scheduler.start()
     return scheduler

@@ -59,6 +59,30 @@ def _optional_port(value: Any) -> int | None:
     return port
 
 
+def _fernet_keys(value: Any) -> str | None:
+    from cryptography.fernet import Fernet
+
+    text = _text(value).strip()
+    if not text:
+        return None
+    for key in text.split(","):
+        try:
+            Fernet(key.strip())
+        except (ValueError, TypeError):
+            raise ValueError("must be Fernet keys (32 url-safe base64 bytes each), comma-separated") from None
+    return text
+
+
+def _optional_int(low: int, high: int) -> Parser:
+    def parse(value: Any) -> int | None:
+        if isinstance(value, str) and not value.strip():
+            return None
+        number: int = _int(low, high)(value)
+        return number
+
+    return parse
+
+
 def _float(low: float) -> Parser:
     def parse(value: Any) -> float:
         try:
@@ -171,6 +195,17 @@ class Settings:
     inbound_email_domain: str | None = setting(
         None, _optional_text, "domain of Reply-To addresses (reply+<token>@domain) on outgoing email"
     )
+    # Scale-out and data protection
+    db_pool_size: int = setting(10, _int(1, 500), "database connections per process (PostgreSQL)")
+    api_rate_limit: float = setting(
+        100.0, _float(0.0), "requests per second per API key in each API process (0 = no limit)"
+    )
+    encryption_key: str | None = setting(
+        None, _fernet_keys, "Fernet keys, comma-separated, newest first: bodies are encrypted at rest"
+    )
+    retention_days: int | None = setting(
+        None, _optional_int(1, 36500), "erase message bodies older than this many days (unset: keep)"
+    )
     # Twilio (SMS)
     twilio_account_sid: str | None = setting(None, _optional_text, "Twilio account SID")
     twilio_auth_token: str | None = setting(None, _optional_text, "Twilio auth token")
@@ -187,6 +222,52 @@ class Settings:
     smtp_tls: str = setting("starttls", _choice("none", "starttls", "tls"), "none, starttls or tls")
     smtp_from: str | None = setting(None, _optional_text, "From address of emails")
     smtp_pool_size: int = setting(4, _int(1, 64), "SMTP connections kept open and reused")
+    # WhatsApp (Cloud API, or through Twilio), Messenger and Instagram
+    whatsapp_token: str | None = setting(
+        None, _optional_text, "WhatsApp Cloud API access token (when set, WhatsApp uses the Cloud API)"
+    )
+    whatsapp_phone_number_id: str | None = setting(None, _optional_text, "WhatsApp Cloud API phone number id")
+    twilio_whatsapp_from: str | None = setting(
+        None, _optional_text, "WhatsApp sender through Twilio, e.g. +14155238886 (used without the token)"
+    )
+    messenger_page_token: str | None = setting(None, _optional_text, "Messenger Page access token")
+    messenger_page_id: str | None = setting(None, _optional_text, "Facebook Page id of Messenger messages")
+    instagram_token: str | None = setting(None, _optional_text, "Instagram messaging access token")
+    instagram_account_id: str | None = setting(None, _optional_text, "Instagram professional account id")
+    meta_app_secret: str | None = setting(
+        None, _optional_text, "Meta app secret: checks X-Hub-Signature-256 of Meta webhooks"
+    )
+    meta_verify_token: str | None = setting(
+        None, _optional_text, "answer to Meta's hub.verify_token when subscribing the webhooks"
+    )
+    meta_graph_url: str = setting("https://graph.facebook.com/v21.0", _url, "Meta Graph API base URL")
+    # Telegram, LINE, Viber, X, WeChat and Discord (gateway/channels/)
+    telegram_bot_token: str | None = setting(None, _optional_text, "Telegram bot token from @BotFather")
+    telegram_secret_token: str | None = setting(
+        None, _optional_text, "secret_token given to setWebhook; inbound webhooks are refused without it"
+    )
+    telegram_api_url: str = setting("https://api.telegram.org", _url, "Telegram Bot API base URL")
+    line_channel_token: str | None = setting(None, _optional_text, "LINE channel access token")
+    line_channel_secret: str | None = setting(
+        None, _optional_text, "LINE channel secret (signs webhooks; they are refused without it)"
+    )
+    line_api_url: str = setting("https://api.line.me", _url, "LINE Messaging API base URL")
+    viber_auth_token: str | None = setting(None, _optional_text, "Viber bot auth token (also signs webhooks)")
+    viber_sender_name: str | None = setting(None, _optional_text, "sender name shown on Viber messages")
+    viber_api_url: str = setting("https://chatapi.viber.com/pa", _url, "Viber REST bot API base URL")
+    x_bearer_token: str | None = setting(None, _optional_text, "X OAuth 2.0 user token with dm.write")
+    x_consumer_secret: str | None = setting(
+        None, _optional_text, "X app consumer secret (CRC and webhook signatures; refused without it)"
+    )
+    x_api_url: str = setting("https://api.x.com", _url, "X API base URL")
+    wechat_app_id: str | None = setting(None, _optional_text, "WeChat Official Account AppID")
+    wechat_app_secret: str | None = setting(None, _optional_text, "WeChat Official Account AppSecret")
+    wechat_token: str | None = setting(
+        None, _optional_text, "WeChat server-configuration Token (signs webhooks; refused without it)"
+    )
+    wechat_api_url: str = setting("https://api.weixin.qq.com", _url, "WeChat API base URL")
+    discord_bot_token: str | None = setting(None, _optional_text, "Discord bot token")
+    discord_api_url: str = setting("https://discord.com/api/v10", _url, "Discord REST API base URL")
     # Dispatcher
     dispatch_concurrency: int = setting(64, _int(1, 10000), "in-flight provider calls per dispatcher")
     dispatch_interval: float = setting(1.0, _duration, "how often the scheduler wakes the dispatcher")
@@ -263,6 +344,13 @@ SECTIONS = {
     "inbound_smtp_port": "Inbound email",
     "twilio_account_sid": "SMS through Twilio (enabled when account SID, auth token and a sender are set)",
     "smtp_host": "Email through SMTP (enabled when host and from are set)",
+    "whatsapp_token": "WhatsApp (Cloud API, else via Twilio), Messenger, Instagram (Graph: needs app secret)",
+    "telegram_bot_token": "Telegram (enabled when the bot token is set)",
+    "line_channel_token": "LINE (enabled when the channel access token is set)",
+    "viber_auth_token": "Viber (enabled when the auth token and sender name are set)",
+    "x_bearer_token": "X direct messages (enabled when the bearer token is set)",
+    "wechat_app_id": "WeChat Official Account (enabled when AppID and AppSecret are set)",
+    "discord_bot_token": "Discord direct messages, send-only (enabled when the bot token is set)",
     "dispatch_concurrency": "Dispatcher",
     "default_after": "Routing defaults (when neither a rule nor the request says otherwise)",
 }

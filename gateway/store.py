@@ -19,10 +19,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, or_, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
 from gateway import models
 from gateway.timeutil import add_seconds
+
+__all__ = ["IntegrityError"]
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:

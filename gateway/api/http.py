@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 
+from gateway.api.limits import MAX_JSON_DEPTH, RateLimiter, json_depth
 from gateway.core import Gateway
 from gateway.errors import FieldError, ProblemError
 from gateway.services.keys import Caller, KeyChecker
@@ -75,6 +76,8 @@ def require(scope: str) -> Caller:
     """Authenticate the bearer key and check it grants `scope`."""
     checker: KeyChecker = current_app.extensions["gateway.keys"]
     caller = checker.authenticate(request.headers.get("Authorization"))
+    limiter: RateLimiter = current_app.extensions["gateway.rate_limiter"]
+    limiter.take(caller.key_id)
     if not caller.allows(scope):
         raise ProblemError(403, "forbidden", "Forbidden", f"this API key lacks the {scope!r} scope")
     return caller
@@ -92,6 +95,12 @@ def parse_body(model: type[M]) -> M:
         raise ProblemError(
             413, "payload-too-large", "Payload too large", f"bodies are limited to {MAX_BODY} bytes"
         )
+    if raw and request.mimetype != "application/json":
+        detail = f"send JSON with Content-Type: application/json (got {request.mimetype or 'none'})"
+        raise ProblemError(415, "unsupported-media-type", "Unsupported media type", detail)
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        detail = f"JSON may nest at most {MAX_JSON_DEPTH} levels deep"
+        raise ProblemError(400, "malformed-request", "JSON nested too deeply", detail)
     try:
         return model.model_validate_json(raw or b"null")
     except ValidationError as exc:

@@ -15,6 +15,7 @@ from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
 from gateway.models import Attempt, Contact, IdempotencyRecord, InboundMessage, Message
+from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, StateFacts, plan_route
 from gateway.schemas import SendRequest
 from gateway.services.contacts import identities_of, resolve_contact, states_of
@@ -97,6 +98,8 @@ def accept_message(
                     if replay is not None:
                         return replay
                 message, response = _write_message(session, gw, api_key_id, body)
+                if message.due_at is not None and message.due_at <= gw.clock():
+                    notify_due(session)
                 if idempotency_key and api_key_id:
                     session.add(
                         IdempotencyRecord(

@@ -1,0 +1,51 @@
+"""PostgreSQL LISTEN/NOTIFY: an accepted message wakes idle workers on other machines at once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+CHANNEL = "gateway_due"
+log = logging.getLogger("gateway.notify")
+
+
+def notify_due(session: Session) -> None:
+    """Tell listening workers there is work (sent when the surrounding transaction commits)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {CHANNEL}"))
+
+
+class DueListener:
+    """A thread holding one LISTEN connection; calls `wake` on every notification."""
+
+    def __init__(self, engine: Engine, wake: Callable[[], None]) -> None:
+        url = make_url(engine.url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._wake = wake
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="due-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self._wake()
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); retrying", type(exc).__name__)
+                self._stop.wait(1.0)
