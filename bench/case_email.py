@@ -10,8 +10,8 @@ from typing import Any
 from bench import notifme
 from bench.context import Context, chunks
 from bench.procs import PYTHON, Api, clean_env, run_json
-from bench.stats import figure, rate, ratio
 from bench.stack import GatewayStack, fresh_database, running
+from bench.stats import figure, rate, ratio
 
 BATCH = 500
 SUBJECT = "Order {i} shipped"
@@ -20,10 +20,12 @@ TEXT = "Your order {i} has shipped. Track it at https://biz.example/track/{i}."
 
 def email_bodies(prefix: str, n: int) -> list[dict[str, Any]]:
     return [
-        {"to": {"email": f"{prefix}{i}@example.test"},
-         "content": {"subject": SUBJECT.format(i=i), "text": TEXT.format(i=i)}}
+        {
+            "to": {"email": f"{prefix}{i}@example.test"},
+            "content": {"subject": SUBJECT.format(i=i), "text": TEXT.format(i=i)},
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def submit(api: Api, bodies: list[dict[str, Any]]) -> None:
@@ -49,7 +51,11 @@ def gateway_run(ctx: Context, db: str, n: int, tag: str, mode: str = "serve") ->
             accepted = time.time()
             seen = ctx.sims.wait_smtp(n, timeout=60 + n / 20)
             api.close()
-    return {"rate": rate(n, start, seen["last"]), "accept_s": accepted - start, "total_s": seen["last"] - start}
+    return {
+        "rate": rate(n, start, seen["last"]),
+        "accept_s": accepted - start,
+        "total_s": seen["last"] - start,
+    }
 
 
 def peer_run(ctx: Context, peer: str, n: int, tag: str) -> dict[str, Any]:
@@ -64,14 +70,31 @@ def peer_run(ctx: Context, peer: str, n: int, tag: str) -> dict[str, Any]:
     return {"rate": rate(n, result["start"], seen["last"]), "total_s": seen["last"] - result["start"]}
 
 
+# Two deployments of the gateway: the embedded one and the scale-out one.
+VARIANTS = {
+    "gateway-sqlite-serve": ("sqlite", "serve"),
+    "gateway-postgres-split": ("postgres", "split"),
+}
+
+
+def variants(ctx: Context) -> dict[str, tuple[str, str]]:
+    """The deployments this run measures: those the sizes name, on databases it has."""
+    wanted = ctx.sizes.get("gateways", list(VARIANTS))
+    return {name: v for name, v in VARIANTS.items() if name in wanted and v[0] in ctx.databases}
+
+
 def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes["email"]
     peers = {"smtplib": sizes["n"], "notifme": sizes["n"], "apprise-tuned": sizes["apprise_tuned"]}
     peers["apprise"] = sizes["apprise"]
-    runs: dict[str, list[dict[str, Any]]] = {"gateway": [], **{p: [] for p in peers}}
+    if notifme.available() is not None:
+        del peers["notifme"]
+    gateways = variants(ctx)
+    runs: dict[str, list[dict[str, Any]]] = {**{g: [] for g in gateways}, **{p: [] for p in peers}}
     for rep in range(ctx.reps):
-        ctx.log(f"email rep {rep + 1}/{ctx.reps}: gateway, N={sizes['n']}")
-        runs["gateway"].append(gateway_run(ctx, "sqlite", sizes["n"], f"{rep}"))
+        for name, (db, mode) in gateways.items():
+            ctx.log(f"email rep {rep + 1}/{ctx.reps}: {name}, N={sizes['n']}")
+            runs[name].append(gateway_run(ctx, db, sizes["n"], f"{rep}", mode))
         for peer, n in peers.items():
             if peer == "apprise" and rep >= sizes["apprise_reps"]:
                 continue
@@ -79,10 +102,9 @@ def run(ctx: Context) -> dict[str, Any]:
             runs[peer].append(peer_run(ctx, peer, n, f"{rep}"))
     rates = {name: [r["rate"] for r in rs] for name, rs in runs.items()}
     return {
-        "n": {"gateway": sizes["n"], **peers},
-        "database": "sqlite",
-        "mode": "gateway serve (API and dispatcher in one process)",
+        "n": {**{g: sizes["n"] for g in gateways}, **peers},
+        "skipped": {"notifme": notifme.available()} if "notifme" not in peers else {},
         "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
-        "accept_s": figure([r["accept_s"] for r in runs["gateway"]], "s"),
-        "ratios": {name: ratio(rates["gateway"], values) for name, values in rates.items() if name != "gateway"},
+        "accept_s": {g: figure([r["accept_s"] for r in runs[g]], "s") for g in gateways},
+        "ratios": {g: {p: ratio(rates[g], rates[p]) for p in peers} for g in gateways},
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from bench.case_sms import numbers
@@ -19,7 +20,6 @@ from bench.context import Context
 from bench.procs import Api
 from bench.stack import GatewayStack, fresh_database, running
 from bench.stats import figure, latency_ms
-from gateway.timeutil import parse_rfc3339
 
 BACKOFF = 1.0
 RETRY_SETTINGS = {
@@ -47,7 +47,10 @@ def fallback_run(ctx: Context, m: int, gap: float, series: int) -> list[float]:
     phones = numbers(m, series=series)
     ctx.sims.behaviours({p: {"kind": "error", "code": 21211} for p in phones})
     emails = [f"fallback{series}-{i}@example.test" for i in range(m)]
-    bodies = [{"to": {"phone": p, "email": e}, "content": {"text": "Order shipped"}} for p, e in zip(phones, emails)]
+    bodies = [
+        {"to": {"phone": p, "email": e}, "content": {"text": "Order shipped"}}
+        for p, e in zip(phones, emails, strict=True)
+    ]
     with fresh_database("sqlite", ctx.workdir, None) as url:
         with running(GatewayStack(url, ctx.sims, ctx.workdir).serve()) as stack:
             api = Api(stack.port, stack.key)
@@ -56,7 +59,9 @@ def fallback_run(ctx: Context, m: int, gap: float, series: int) -> list[float]:
             api.close()
     failed = {who: at for at, who, outcome in ctx.sims.twilio(records=True)["records"] if outcome == "21211"}
     received = {who: at for at, who, _ in ctx.sims.smtp(records=True)["records"]}
-    return [received[e] - failed[p] for p, e in zip(phones, emails) if p in failed and e in received]
+    return [
+        received[e] - failed[p] for p, e in zip(phones, emails, strict=True) if p in failed and e in received
+    ]
 
 
 def retry_run(ctx: Context, m: int, gap: float, series: int) -> list[float]:
@@ -64,7 +69,9 @@ def retry_run(ctx: Context, m: int, gap: float, series: int) -> list[float]:
     ctx.sims.reset()
     phones = numbers(m, series=series)
     ctx.sims.behaviours({p: {"kind": "error", "code": 503, "fail_times": 2} for p in phones})
-    bodies = [{"to": {"phone": p}, "channels": ["sms"], "content": {"text": "Your code is 1234"}} for p in phones]
+    bodies = [
+        {"to": {"phone": p}, "channels": ["sms"], "content": {"text": "Your code is 1234"}} for p in phones
+    ]
     with fresh_database("sqlite", ctx.workdir, None) as url:
         stack = GatewayStack(url, ctx.sims, ctx.workdir, settings=RETRY_SETTINGS)
         with running(stack.serve()):
@@ -77,11 +84,11 @@ def retry_run(ctx: Context, m: int, gap: float, series: int) -> list[float]:
     for at, who, _ in ctx.sims.twilio(records=True)["records"]:
         requests[who].append(at)
     late = []
-    for phone, message in zip(phones, messages):
+    for phone, message in zip(phones, messages, strict=False):
         tries = sorted(requests[phone])
         attempts = sorted(message["attempts"], key=lambda a: a["created_at"])
-        for attempt, arrived in zip(attempts[1:], tries[1:]):
-            scheduled = parse_rfc3339(attempt["created_at"]).timestamp() + BACKOFF
+        for attempt, arrived in zip(attempts[1:], tries[1:], strict=True):
+            scheduled = datetime.fromisoformat(attempt["created_at"]).timestamp() + BACKOFF
             late.append(arrived - scheduled)
     return late
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.case_email import submit
+from bench.case_email import submit, variants
 from bench.context import Context
 from bench.procs import PYTHON, Api, clean_env, run_json
 from bench.stack import GatewayStack, fresh_database, running
@@ -60,19 +60,21 @@ def sdk_run(ctx: Context, n: int, latency: float) -> dict[str, Any]:
 
 def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes["sms"]
-    out: dict[str, Any] = {"database": "sqlite", "mode": "gateway serve", "latencies": {}}
+    gateways = variants(ctx)
+    out: dict[str, Any] = {"latencies": {}}
     for latency in sizes["latencies"]:
         ms = f"{latency * 1000:.0f}ms"
         n_gw, n_sdk = sizes["n"], sizes["sdk_n"][ms]
-        gw: list[float] = []
-        sdk: list[float] = []
+        rates: dict[str, list[float]] = {**{g: [] for g in gateways}, "twilio-sdk": []}
         for rep in range(ctx.reps):
-            ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: gateway N={n_gw}, SDK loop N={n_sdk}")
-            gw.append(gateway_run(ctx, "sqlite", n_gw, latency)["rate"])
-            sdk.append(sdk_run(ctx, n_sdk, latency)["rate"])
+            for name, (db, mode) in gateways.items():
+                ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: {name} N={n_gw}")
+                rates[name].append(gateway_run(ctx, db, n_gw, latency, mode)["rate"])
+            ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: twilio SDK loop N={n_sdk}")
+            rates["twilio-sdk"].append(sdk_run(ctx, n_sdk, latency)["rate"])
         out["latencies"][ms] = {
-            "n": {"gateway": n_gw, "twilio-sdk": n_sdk},
-            "rates": {"gateway": figure(gw, "msg/s"), "twilio-sdk": figure(sdk, "msg/s")},
-            "ratio": ratio(gw, sdk),
+            "n": {**{g: n_gw for g in gateways}, "twilio-sdk": n_sdk},
+            "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
+            "ratios": {g: ratio(rates[g], rates["twilio-sdk"]) for g in gateways},
         }
     return out

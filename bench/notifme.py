@@ -22,7 +22,9 @@ def available() -> str | None:
 
 def install() -> None:
     if not (NODE_DIR / "node_modules" / "notifme-sdk").exists():
-        subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=600)
+        subprocess.run(
+            ["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=600
+        )
 
 
 def run(port: str, n: int, prefix: str) -> dict[str, Any]:

@@ -18,6 +18,35 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+# Where the gateway's code comes from: this checkout, or a snapshot of a commit (`--gateway-ref`).
+GATEWAY_ROOT = ROOT
+
+
+def use_gateway_snapshot(ref: str, into: Path) -> str:
+    """Extract the gateway's code at `ref` into `into` and run every process from it; returns the commit."""
+    global GATEWAY_ROOT
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.Popen(["git", "archive", ref, "gateway", "fallbacks", "wsgi.py", "config"], cwd=ROOT,
+                               stdout=subprocess.PIPE)  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {ref} failed")
+    GATEWAY_ROOT = into
+    sys.path.insert(0, str(into))
+    return sha.stdout.strip()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the bench process dies (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: children are still stopped by the bench when it ends normally
 
 
 def free_port() -> int:
@@ -30,7 +59,8 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without GATEWAY_* variables, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # The gateway from GATEWAY_ROOT first, then this checkout for the bench package itself.
+    env["PYTHONPATH"] = os.pathsep.join([str(GATEWAY_ROOT), str(ROOT), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -99,7 +129,13 @@ def spawn(
     log = logdir / f"{name}.log"
     with log.open("wb") as out:
         popen = subprocess.Popen(
-            argv, env=env, cwd=cwd or ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            argv,
+            env=env,
+            cwd=cwd or GATEWAY_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
     proc = Proc(name, popen, log)
     deadline = time.monotonic() + timeout
@@ -139,9 +175,19 @@ def log_says(proc_log: Path, text: str) -> Callable[[], bool]:
 
 def run_json(argv: list[str], env: dict[str, str], timeout: float, cwd: Path | None = None) -> Any:
     """Run a peer to completion and parse the last line it prints as JSON."""
-    done = subprocess.run(argv, env=env, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd or GATEWAY_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_die_with_parent,
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"{argv[:4]} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{argv[:4]} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -160,7 +160,9 @@ class Sims:
         self._call(self.control_port, "POST", "/reset", {})
 
     def smtp(self, records: bool = False) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self.control_port, "GET", "/smtp" + ("?records=1" if records else ""))
+        result: dict[str, Any] = self._call(
+            self.control_port, "GET", "/smtp" + ("?records=1" if records else "")
+        )
         return result
 
     def twilio(self, records: bool = False) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procs import PYTHON, ROOT, Proc, clean_env, free_port, http_ok, log_says, spawn
+from bench import procs
+from bench.procs import PYTHON, Proc, clean_env, free_port, http_ok, log_says, spawn
 from bench.sims import Sims
 
 SENDER_NUMBER = "+14155550000"
@@ -78,13 +79,17 @@ class GatewayStack:
             "GATEWAY_SMTP_FROM": SENDER_EMAIL,
             # Pacing would cap SMS at 10/s; the benchmark measures the dispatcher, not the pacer.
             "GATEWAY_CHANNEL_RATES": "sms=0",
+            # The per-key API rate limit (100/s by default) would cap every case that accepts messages.
+            "GATEWAY_API_RATE_LIMIT": "0",
             "GATEWAY_LOG_LEVEL": "warning",
         }
         return clean_env(**(values | self.settings))
 
     def create_key(self) -> str:
         argv = [PYTHON, "-m", "gateway.cli", "keys", "create", "--scope", "admin", "--name", "bench"]
-        done = subprocess.run(argv, env=self.env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            argv, env=self.env(), cwd=procs.GATEWAY_ROOT, capture_output=True, text=True, timeout=120
+        )
         if done.returncode != 0:
             raise RuntimeError(f"gateway keys create failed: {done.stderr}")
         self.key = done.stdout.strip().splitlines()[-1]
@@ -122,10 +127,25 @@ class GatewayStack:
 
 def gunicorn(name: str, app: str, port: int, env: dict[str, str], workdir: Path) -> Proc:
     argv = [
-        PYTHON, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(GUNICORN_WORKERS),
-        "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--keep-alive", "30",
-        "--chdir", str(ROOT), "--log-level", "warning", app,
-    ]  # fmt: skip
+        PYTHON,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(GUNICORN_WORKERS),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(GUNICORN_THREADS),
+        "--keep-alive",
+        "30",
+        "--chdir",
+        str(procs.GATEWAY_ROOT),
+        "--log-level",
+        "warning",
+        app,
+    ]
     probe = http_ok(port, "/healthz")
     return spawn(name, argv, env, workdir, probe, timeout=90)
 

@@ -47,4 +47,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(module.bp)
 
     guards.install(app)
+    from gateway import logs, metrics
+
+    logs.install(app)  # request ids (X-Request-Id) and one log line per request
+    metrics.install(app)  # GET /metrics (GATEWAY_METRICS_TOKEN)
     return app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -65,7 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Log at `level` in GATEWAY_LOG_FORMAT (text or json), redacted (gateway.logs)."""
+    from gateway.logs import configure
+    from gateway.settings import load_settings
+
+    configure(level, load_settings())
 
 
 def _stop_on_sigterm(stop: threading.Event | None = None) -> None:

@@ -1,9 +1,10 @@
 """`gateway demo`: a guided run on local simulators, no credentials needed.
 
-It starts a Twilio stand-in and an SMTP server on loopback, serves the gateway on a temporary SQLite
-database, sends a handful of messages that show delivery, a retried transient error, a fallback from
-SMS to email, a silent channel timing out into fallback and a failure with nothing left, then prints
-each message's journey.
+It starts a Twilio stand-in, an SMTP server and a LINE stand-in on loopback, serves the gateway on a
+temporary SQLite database, creates a routing rule for Japan (LINE first) through the API, sends a handful
+of messages that show delivery, a retried transient error, a fallback from SMS to email, a silent channel
+timing out into fallback, a failure with nothing left and a Japanese LINE friend reached on LINE, then
+prints each message's journey.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.local import LocalGateway, simulator_settings
+from gateway.simulators.line import LineSimulator
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import Behaviour, TwilioSimulator
 
@@ -45,7 +47,23 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
         "Email only, mailbox unknown (550): nothing left, so the message fails",
         {"to": {"email": "unknown-user@demo.test"}, "content": {"text": "Order 5 shipped."}},
     ),
+    (
+        "LINE friend in Japan: the country rule sends by LINE (accepted; LINE has no delivery receipts)",
+        {
+            "to": {"phone": "+819012345678", "identities": {"line": "U4af4980629demo"}},
+            "content": {"text": "ご注文6を発送しました。"},
+        },
+    ),
 ]
+# Created through the API at the start of the demo, as an admin would.
+JAPAN_RULE: dict[str, Any] = {
+    "name": "japan-line-first",
+    "order": 10,
+    "when": {"country": ["JP"]},
+    "route": [{"channel": "line"}, {"channel": "sms"}, {"channel": "email"}],
+}
+# Channels whose messages end as `sent`: the provider accepts them and never reports delivery.
+NO_RECEIPTS = ("email", "line")
 
 
 def run_demo(timeout: float = 30.0) -> int:
@@ -53,23 +71,35 @@ def run_demo(timeout: float = 30.0) -> int:
     folder = tempfile.mkdtemp(prefix="gateway-demo-")
     database = f"sqlite:///{folder}/gateway.db"
     print("Channel gateway demo: local Twilio and SMTP simulators, no real provider is called.\n")
-    with TwilioSimulator(callback_delay=0.3) as twilio, SmtpSimulator() as smtp:
+    with TwilioSimulator(callback_delay=0.3) as twilio, SmtpSimulator() as smtp, LineSimulator() as line:
         twilio.set_behaviour("+14155550101", Behaviour(kind="error", code=30008, fail_times=1))
-        overrides = simulator_settings(twilio, smtp) | {
-            "database_url": database,
-            "retry_backoff": "1s",
-            "dispatch_interval": "0.5s",
-        }
+        overrides = (
+            simulator_settings(twilio, smtp)
+            | line.gateway_settings()
+            | {
+                "database_url": database,
+                "retry_backoff": "1s",
+                "dispatch_interval": "0.5s",
+            }
+        )
         with LocalGateway(overrides) as local:
             print(f"Gateway serving on {local.url}, database {database}\n")
+            line.connect(local.url)
+            rule = local.call("POST", "/v1/routing-rules", JAPAN_RULE)
+            if rule.status != 201:
+                print(f"unexpected answer {rule.status}: {rule.body}")
+                return 1
+            print(f"Created routing rule {JAPAN_RULE['name']}: country JP → line, sms, email\n")
             sent = []
             for title, body in SCENARIOS:
                 answer = local.call("POST", "/v1/messages", body)
                 if answer.status != 202:
                     print(f"unexpected answer {answer.status}: {answer.body}")
                     return 1
-                steps = " → ".join(s["channel"] for s in answer.body["plan"]) or "none"
-                print(f"• {title}\n  accepted {answer.body['id']}, plan: {steps}")
+                plan = answer.body["plan"]
+                steps = " → ".join(s["channel"] for s in plan) or "none"
+                because = f" ({plan[0]['because']})" if plan else ""
+                print(f"• {title}\n  accepted {answer.body['id']}, plan: {steps}{because}")
                 sent.append((title, answer.body["id"]))
             print("\nWaiting for deliveries, retries and fallbacks…\n")
             journeys = _wait_for_all(local, [m for _, m in sent], timeout)
@@ -77,7 +107,8 @@ def run_demo(timeout: float = 30.0) -> int:
                 print(format_journey(title, journeys[message_id]))
             print(
                 f"The SMTP server received {len(smtp.messages)} emails, "
-                f"the Twilio stand-in {len(twilio.messages)} SMS."
+                f"the Twilio stand-in {len(twilio.messages)} SMS, "
+                f"the LINE stand-in {len(line.messages)} push."
             )
             print(
                 "\nKeep exploring: the database stays at\n"
@@ -95,7 +126,7 @@ def run_demo(timeout: float = 30.0) -> int:
 
 def _settled(message: dict[str, Any]) -> bool:
     return message["status"] in ("delivered", "read", "failed", "expired", "cancelled") or (
-        message["status"] == "sent" and message["channel"] == "email"
+        message["status"] == "sent" and message["channel"] in NO_RECEIPTS
     )
 
 

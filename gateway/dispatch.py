@@ -20,7 +20,8 @@ from typing import Any
 
 import aiohttp
 
-from gateway import events, store
+from gateway import events, health, metrics, store
+from gateway.breaker import Breakers
 from gateway.channels import build_channels
 from gateway.channels.base import Channel, SendResult
 from gateway.content import outgoing_for
@@ -56,6 +57,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        self.breakers = Breakers.for_dispatcher(gw.settings, self.channels)
+        self.heartbeat = clock.monotonic()  # when the loop last went round (for /readyz)
+        self.running = False
 
     # -- control from other threads -------------------------------------------------------------
 
@@ -93,12 +97,30 @@ class Dispatcher:
         for channel in self.channels.values():
             await channel.open()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=EVENT_TIMEOUT))
+        self.running = True
+        health.register(self)
         self._ready.set()
+        failures = 0
         try:
             while not self._stopping:
-                await self._round()
+                self.heartbeat = clock.monotonic()
+                try:
+                    await self._round()
+                    failures = 0
+                except Exception as exc:  # e.g. the database is away: keep going, it comes back
+                    failures += 1
+                    if failures == 1:
+                        log.exception("dispatcher round failed; trying again")
+                    else:
+                        log.warning("dispatcher round failed %d times in a row: %r", failures, exc)
+                    await asyncio.sleep(min(5.0, 0.2 * 2**failures))
         finally:
-            await self._shutdown()
+            self.running = False
+            try:
+                await self._shutdown()
+            finally:
+                health.unregister(self)
+                metrics.dispatcher_stopped(list(self.channels))
 
     async def _round(self) -> None:
         assert self._wake is not None
@@ -144,8 +166,9 @@ class Dispatcher:
             job = await asyncio.to_thread(self._take, message_id)
             if job is None:
                 return
+            started = clock.monotonic()
             result = await self._send(job)
-            due_now = await asyncio.to_thread(self._finish, job, result)
+            due_now = await asyncio.to_thread(self._finish, job, result, clock.monotonic() - started)
         except Exception:
             log.exception("dispatcher failed on %s; its claim will expire and be retaken", message_id)
             return
@@ -156,18 +179,26 @@ class Dispatcher:
         channel = self.channels.get(job.channel)
         if channel is None:
             return ChannelError(ErrorKind.REJECTED, f"channel {job.channel} is not enabled here")
+        refused = self.breakers.refuse(job.channel)
+        if refused is not None:
+            return refused  # the provider is failing: do not call it (fall back now, or wait)
         await self.pacers[job.channel].wait()
+        started = clock.monotonic()
+        result: SendResult | ChannelError
         try:
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 channel.send(outgoing_for(channel, job, self.gw)), self.gw.settings.provider_timeout + 5
             )
         except ChannelError as exc:
-            return exc
+            result = exc
         except TimeoutError:
-            return ChannelError(ErrorKind.TRANSIENT, "provider call timed out")
+            result = ChannelError(ErrorKind.TRANSIENT, "provider call timed out")
         except Exception as exc:  # an adapter bug must not stop the dispatcher
             log.exception("adapter %s raised an unclassified error", job.channel)
-            return ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
+            result = ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
+        metrics.provider_call(job.channel, clock.monotonic() - started)
+        self.breakers.record(job.channel, result)
+        return result
 
     async def _deliver(self, delivery_id: str) -> None:
         """POST one event to a business system; any non-2xx answer or error is retried later."""
@@ -224,6 +255,7 @@ class Dispatcher:
             events.record_delivery(
                 session, delivery, error, self.gw.clock(), s.event_backoff, s.event_max_backoff
             )
+            metrics.event_delivery(session, delivery)
             return error is None
 
     def _claim(self, limit: int) -> list[str]:
@@ -244,7 +276,7 @@ class Dispatcher:
                     attempt.sent_by = self.worker
             return job
 
-    def _finish(self, job: SendJob, result: SendResult | ChannelError) -> bool:
+    def _finish(self, job: SendJob, result: SendResult | ChannelError, seconds: float = 0.0) -> bool:
         with store.transaction(self.gw.engine) as session:
             message = store.lock_message(session, job.message_id)
             attempt = session.get(Attempt, job.attempt_id)
@@ -253,6 +285,7 @@ class Dispatcher:
             if message.claimed_by == self.worker:
                 message.claimed_until = None
                 message.claimed_by = None
+            metrics.attempt_recorded(session, message, attempt, job, result, seconds, self.gw.clock())
             self.gw.progress.finish_send(session, message, attempt, result)
             apply_early_statuses(self.gw, session, message, attempt)
             return message.due_at is not None and message.due_at <= self.gw.clock()

@@ -58,12 +58,16 @@ class ChannelError(GatewayError):
         detail: str,
         code: str | None = None,
         retry_after: float | None = None,
+        fallback_now: bool = False,
     ) -> None:
         super().__init__(f"{kind}: {detail}" + (f" (code {code})" if code else ""))
         self.kind = kind
         self.detail = detail
         self.code = code
         self.retry_after = retry_after
+        # Set by the dispatcher when the channel's circuit breaker is open: fall back now instead of
+        # retrying; on the last step, retry after `retry_after` without counting a try.
+        self.fallback_now = fallback_now
 
 
 @dataclass

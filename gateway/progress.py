@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session, select
 
+from gateway import metrics
 from gateway.channels.base import SendResult, StatusUpdate
 from gateway.errors import ChannelError, ErrorKind
 from gateway.ids import new_id
@@ -69,10 +70,19 @@ def decide_after_error(
     now: datetime,
     rand: float,
     fallback_past_opt_out: bool = True,
+    fallback_now: bool = False,
 ) -> Decision:
-    """What follows a failed try: retry this channel, move to the next step, or give up."""
+    """What follows a failed try: retry this channel, move to the next step, or give up.
+
+    `fallback_now` (the channel's circuit breaker is open): the next step at once; on the last step, a
+    retry after `retry_after` that does not count as a try.
+    """
     if error_kind == ErrorKind.OPTED_OUT and not fallback_past_opt_out:
         return GiveUp("opted-out")  # an opt-out is never bypassed by fallback for this category
+    if fallback_now:
+        if step_index + 1 < steps:
+            return NextStep(step_index + 1)
+        return Retry(add_seconds(now, retry_after if retry_after is not None else retry.backoff), False)
     if error_kind == ErrorKind.RATE_LIMITED:
         delay = retry_after if retry_after is not None else retry.backoff
         return Retry(add_seconds(now, delay), counts_as_try=False)
@@ -156,13 +166,7 @@ class Progress:
             self._settle(message, None)
             return None
         if attempt.status in ("pending", "sending"):
-            refusal = self._refusal(session, message, attempt)
-            if refusal is None:
-                return replace(
-                    self._begin(message, attempt), window_open=self._window_open(session, message, attempt)
-                )
-            self._fail(session, message, attempt, refusal)  # learned since planning: do not send
-            return None
+            return self._start(session, message, attempt)
         if attempt.status == "failed" or attempt.error_kind is not None:
             self._settle(message, None)  # already decided when the failure was recorded
             return None
@@ -172,12 +176,22 @@ class Progress:
             attempt.updated_at = now
             nxt = attempt.step_index + 1
             if nxt < len(message.plan or []):
-                return self._begin(message, self._new_attempt(session, message, nxt, 1, now))
+                metrics.decision(session, message, attempt, NextStep(nxt))
+                return self._start(session, message, self._new_attempt(session, message, nxt, 1, now))
             message.completed = True  # last step's timer: nothing more is sent
             self._settle(message, None)
             return None
         self._settle(message, attempt.deadline_at)
         return None
+
+    def _start(self, session: Session, message: Message, attempt: Attempt) -> SendJob | None:
+        """Begin sending an attempt, unless an opt-out or block learned since planning forbids it."""
+        refusal = self._refusal(session, message, attempt)
+        if refusal is not None:
+            self._fail(session, message, attempt, refusal)
+            return None
+        job = self._begin(message, attempt)
+        return replace(job, window_open=self._window_open(session, message, attempt))
 
     def finish_send(
         self,
@@ -319,8 +333,10 @@ class Progress:
             now,
             self.rand(),
             message.fallback_past_opt_out,
+            error.fallback_now if error else False,
         )
         message.updated_at = now
+        metrics.decision(session, message, attempt, decision)
         if isinstance(decision, Retry):
             tries = attempt.try_number + (1 if decision.counts_as_try else 0)
             self._new_attempt(session, message, attempt.step_index, tries, decision.at)

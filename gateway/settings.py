@@ -145,6 +145,13 @@ def _choice(*options: str) -> Parser:
     return parse
 
 
+def _ratio(value: Any) -> float:
+    number: float = _float(0.0)(value)
+    if not 0 < number <= 1:
+        raise ValueError("must be a fraction above 0 and at most 1, e.g. 0.5")
+    return number
+
+
 def _rates(value: Any) -> tuple[tuple[str, float], ...]:
     if isinstance(value, Mapping):
         value = ",".join(f"{k}={v}" for k, v in value.items())
@@ -289,6 +296,25 @@ class Settings:
     retry_multiplier: float = setting(2.0, _float(1.0), "backoff growth per retry")
     retry_max_backoff: float = setting(1800.0, _duration, "longest delay between retries")
     retry_jitter: float = setting(0.2, _float(0.0), "random spread of each delay, as a fraction")
+    # Operability: logs, metrics, readiness, circuit breakers (docs/operations.md)
+    log_format: str = setting(
+        "text", _choice("text", "json"), "log lines: text, or json (one object per line)"
+    )
+    metrics_token: str | None = setting(
+        None, _optional_text, "bearer token GET /metrics requires (unset: /metrics answers 404)"
+    )
+    ready_max_lag: float = setting(
+        300.0, _duration, "/readyz fails when the oldest due message waited longer (0 = no check)"
+    )
+    ready_max_breaker_open: float = setting(
+        600.0, _duration, "/readyz fails when a channel's circuit breaker stayed open longer (0 = no check)"
+    )
+    breaker_window: int = setting(20, _int(1, 10000), "recent provider calls per channel a breaker weighs")
+    breaker_min_calls: int = setting(10, _int(1, 10000), "calls in the window before a breaker may open")
+    breaker_failure_ratio: float = setting(
+        0.5, _ratio, "share of transient failures in the window that opens a channel's breaker"
+    )
+    breaker_cooldown: float = setting(30.0, _duration, "how long an open breaker waits before a probe call")
 
     def rate_for(self, channel: str, default: float) -> float:
         """Messages per second for a channel (0 = unlimited)."""
@@ -353,6 +379,7 @@ SECTIONS = {
     "discord_bot_token": "Discord direct messages, send-only (enabled when the bot token is set)",
     "dispatch_concurrency": "Dispatcher",
     "default_after": "Routing defaults (when neither a rule nor the request says otherwise)",
+    "log_format": "Operability: logs, /metrics, /readyz, circuit breakers (docs/operations.md)",
 }
 
 

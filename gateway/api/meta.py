@@ -1,13 +1,14 @@
-"""`/healthz` and `/openapi.json` (no auth)."""
+"""`/healthz`, `/readyz` and `/openapi.json` (no auth)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from gateway import health
 from gateway.api.http import ROUTES, json_response
 from gateway.schemas import Problem
 
@@ -17,6 +18,25 @@ bp = Blueprint("meta", __name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     return json_response({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    """200 when this process can do its job; else 503 problem+json naming each failed check."""
+    report = health.readiness(current_app.extensions["gateway"])
+    if report.ready:
+        return json_response({"status": "ready", "checks": report.checks})
+    body = {
+        "type": "not-ready",
+        "title": "Not ready",
+        "status": 503,
+        "detail": "; ".join(report.reasons),
+        "checks": report.checks,
+    }
+    response = json_response(body, 503)
+    response.content_type = "application/problem+json"
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 @bp.get("/openapi.json")

@@ -30,6 +30,15 @@ CHANNEL_NAMES = (
 ADAPTERS: dict[str, str] = {
     "sms": "fallbacks.sms:SmsChannel",
     "email": "fallbacks.email:EmailChannel",
+    "whatsapp": "gateway.channels.whatsapp:WhatsAppChannel",
+    "messenger": "gateway.channels.messenger:MessengerChannel",
+    "instagram": "gateway.channels.instagram:InstagramChannel",
+    "telegram": "gateway.channels.telegram:TelegramChannel",
+    "line": "gateway.channels.line:LineChannel",
+    "viber": "gateway.channels.viber:ViberChannel",
+    "x": "gateway.channels.x:XChannel",
+    "wechat": "gateway.channels.wechat:WeChatChannel",
+    "discord": "gateway.channels.discord:DiscordChannel",
 }
 
 

@@ -1,8 +1,7 @@
 """Auto-replies: answer a customer's message on keywords or outside business hours, once per period.
 
-The matching functions are pure (text and times in, yes or no out). `answer_inbound`, the inbound hook,
-does the database work: it picks the first matching rule, takes that rule's once-per slot for the contact
-in a transaction, and sends the reply through the normal send path so it is on the timeline like any message.
+The matching functions are pure. `answer_inbound` (an inbound hook) picks the first matching rule, takes its
+once-per slot for the contact in a transaction, and sends the reply through the normal send path.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Scripts written without spaces between words (and Korean, whose particles attach to words):
 # a keyword in them matches anywhere, since there is no word boundary to look for.
-_UNSPACED = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN", "HANGUL", "YI ")
+_UNSPACED = tuple("CJK IDEOGRAPHIC HIRAGANA KATAKANA THAI LAO KHMER MYANMAR TIBETAN HANGUL".split())
 _KEEP = {"\u3099", "\u309a"}  # が is not か: these marks change the word, they are not accents
 
 # -- pure matching ----------------------------------------------------------------------------------
@@ -186,12 +185,8 @@ def answer_inbound(gw: Gateway, received: Received) -> None:
 
 
 def _claim(gw: Gateway, rule: ReplyRule, contact_id: str) -> tuple[bool, datetime | None]:
-    """Take the rule's slot for this contact unless it answered them within `once_per`.
-
-    Returns whether the slot was taken and the previous answer's time. A conditional UPDATE (or the
-    primary key, for a first answer) decides between concurrent inbound messages: only one wins.
-    """
-    now = gw.clock()
+    """Take the rule's slot for this contact unless it answered them within `once_per`; (taken, previous)."""
+    now = gw.clock()  # concurrent inbounds: the primary key or the conditional UPDATE lets only one win
     try:
         with store.transaction(gw.engine) as session:
             row = session.get(AutoReplySent, (rule.id, contact_id))

@@ -16,6 +16,8 @@ GATEWAY_INBOUND_SMTP_PORT, is where the MX of that domain delivers (or a relay f
   (a SHA-256 of the raw bytes when there is none); `in_reply_to` is the message the first recipient's
   token names. The inbound pipeline stores it once, on that message's contact, even when the reply comes
   from another address.
+- Delivery and read reports (multipart/report) and mail with a null return path (`MAIL FROM:<>`: bounces and
+  auto-responders, RFC 3834) are accepted and dropped: they are not the person's words.
 - A failure while storing answers 451 so the sending server tries again later.
 """
 
@@ -68,13 +70,25 @@ HISTORY_STARTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+MAX_HISTORY_LINE = 400  # longer lines are text, never an attribution (and keep the rules linear in time)
+
+
+def _scoped(rule: re.Pattern[str]) -> str:
+    flags = ("i" if rule.flags & re.I else "") + ("s" if rule.flags & re.S else "")
+    return f"(?{flags}:{rule.pattern})" if flags else f"(?:{rule.pattern})"
+
+
+_ANY_HISTORY_START = re.compile("|".join(_scoped(rule) for _, rule in HISTORY_STARTS))
+
+
 def _starts_history(line: str, following: str | None) -> bool:
-    if any(rule.fullmatch(line.strip()) for _, rule in HISTORY_STARTS):
+    if len(line) > MAX_HISTORY_LINE or line.lstrip().startswith(">"):
+        return False
+    if _ANY_HISTORY_START.fullmatch(line.strip()):
         return True
-    if following is None or _starts_history(following, None):
+    if following is None or len(following) > MAX_HISTORY_LINE or _starts_history(following, None):
         return False  # the next line starts it on its own: cut there, not here
-    pair = line.strip() + "\n" + following.strip()
-    return any(rule.fullmatch(pair) for _, rule in HISTORY_STARTS)
+    return _ANY_HISTORY_START.fullmatch(line.strip() + "\n" + following.strip()) is not None
 
 
 def strip_quoted(text: str) -> str:
@@ -156,6 +170,7 @@ class Parsed:
     text: str
     message_id: str
     subject: str | None
+    report: bool = False  # a delivery or read report (multipart/report), not something a person wrote
 
 
 def parse_reply(raw: bytes) -> Parsed:
@@ -174,6 +189,10 @@ def parse_reply(raw: bytes) -> Parsed:
         message_id = str(message["Message-ID"] or "").strip().strip("<>").strip()
     except Exception:  # a header the policy cannot read
         raise Refused(NOT_MIME) from None
+    if not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
+        message_id = "sha256:" + hashlib.sha256(message_id.encode() if message_id else raw).hexdigest()
+    if message.get_content_type() == "multipart/report":
+        return Parsed(sender or "", "", message_id, subject, report=True)
     if sender is None:
         raise Refused(NO_FROM)
     body = message.get_body(preferencelist=("plain", "html"))
@@ -186,8 +205,6 @@ def parse_reply(raw: bytes) -> Parsed:
     if not isinstance(content, str):
         raise Refused(NO_TEXT)
     text = html_to_text(content) if body.get_content_subtype() == "html" else content
-    if not message_id or len(message_id) > MAX_MESSAGE_ID or any(c.isspace() for c in message_id):
-        message_id = "sha256:" + hashlib.sha256(message_id.encode() if message_id else raw).hexdigest()
     return Parsed(sender, strip_quoted(text), message_id, subject)
 
 
@@ -215,10 +232,15 @@ class _Handler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         try:
-            parsed = parse_reply(raw)
+            parsed = await asyncio.to_thread(parse_reply, raw)
         except Refused as refused:
             log.info("refused inbound email from %s: %s", envelope.mail_from, refused.reply)
             return refused.reply
+        if parsed.report or envelope.mail_from in ("", "<>"):
+            # Bounces, read receipts and auto-responders (null return path, RFC 3834) are not replies: taking
+            # them as the person's words would mark the address reachable and could start auto-reply loops.
+            log.info("dropped automatic inbound email %s from <%s>", parsed.message_id, envelope.mail_from)
+            return "250 2.0.0 OK (automatic message, not stored)"
         in_reply_to = next((m for m in map(self.message_id_of, envelope.rcpt_tos) if m), None)
         item = Inbound(
             channel="email",

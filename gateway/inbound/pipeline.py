@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gateway import events, reachability, store
+from gateway import events, metrics, reachability, store
 from gateway.channels import adapter_class
 from gateway.channels.base import IdentityEvent, Inbound
 from gateway.core import Gateway
@@ -48,6 +48,7 @@ def receive_inbound(gw: Gateway, item: Inbound) -> Received:
             if existing is None:
                 raise
             return Received(existing.id, existing.contact_id, existing.channel, existing.text, True)
+    metrics.inbound_received(received)
     if not received.duplicate:
         for hook in gw.after_inbound:  # e.g. auto-replies; each sends through the normal send path
             hook(gw, received)
@@ -69,7 +70,11 @@ def _receive(session: Session, gw: Gateway, item: Inbound) -> Received:
     at = item.received_at or now
     kind = gw.channels[item.channel].address_kind if item.channel in gw.channels else "identity"
     sender = _normalise(item.sender, kind, gw)
-    contact = _contact_for(session, gw, item.channel, kind, sender)
+    # A reply naming a gateway message (an email's signed Reply-To token) belongs to that message's
+    # contact, whatever address it came from.
+    contact = _replied_contact(session, item.in_reply_to) or _contact_for(
+        session, gw, item.channel, kind, sender
+    )
     thread = _thread(session, contact.id, item.in_reply_to)
     record = InboundMessage(
         id=new_id("in"),
@@ -150,6 +155,13 @@ def _contact_for(session: Session, gw: Gateway, channel: str, kind: str, sender:
     if kind == "identity" and identity is None:
         session.add(ChannelIdentity(contact_id=contact.id, channel=channel, address=sender))
     return contact
+
+
+def _replied_contact(session: Session, named: str | None) -> Contact | None:
+    """The live contact of the message a reply names."""
+    message = session.get(Message, named) if named else None
+    contact = follow_merges(session, session.get(Contact, message.contact_id)) if message else None
+    return contact if contact is not None and contact.deleted_at is None else None
 
 
 def _thread(session: Session, contact_id: str, named: str | None) -> Message | None:

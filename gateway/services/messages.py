@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from gateway import store
+from gateway import metrics, store
 from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
@@ -115,6 +115,7 @@ def accept_message(
             if not idempotency_key:
                 raise
             continue
+        metrics.message_accepted(message)
         if message.due_at is not None and message.due_at <= gw.clock():
             gw.nudge()
         return 202, response

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from gateway import store
+from gateway import metrics, store
 from gateway.channels.base import Channel, StatusUpdate, WebhookRequest
 from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
@@ -56,6 +56,7 @@ def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
         if message is None:
             return False
         session.refresh(attempt)
+        metrics.receipt(session, message, attempt, update)
         gw.progress.apply_status(session, message, attempt, update)
         return True
 
@@ -84,5 +85,6 @@ def apply_early_statuses(gw: Gateway, session: Session, message: Message, attemp
             else None
         )
         update = StatusUpdate(row.provider_message_id, row.status, error, attempt.id, row.received_at)  # type: ignore[arg-type]
+        metrics.receipt(session, message, attempt, update)
         gw.progress.apply_status(session, message, attempt, update)
         session.delete(row)

@@ -112,7 +112,12 @@ def list_rules(session: Session) -> list[RoutingRule]:
 
 def load_rules_file(session: Session, gw: Gateway, path: Path) -> list[str]:
     """Create or replace (by name) every `[[rules]]` table of a TOML file; all or nothing."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProblemError(
+            422, "validation-error", "Invalid rules file", f"{path} is not valid TOML: {exc}"
+        ) from None
     names = []
     for i, raw in enumerate(data.get("rules", [])):
         try:

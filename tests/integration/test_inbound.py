@@ -128,10 +128,8 @@ def test_stop_opts_out_of_sms_and_start_opts_back_in(
     blocked = send(local, {"to": {"phone": "+14155550132"}, "content": {"text": "Sale"}})
     assert blocked["status"] == "failed"
     assert blocked["reason"] == "opted-out"
-    assert blocked["skipped"] == [
-        {"channel": "sms", "reason": "opted out"},
-        {"channel": "email", "reason": "no email address"},
-    ]
+    assert {"channel": "sms", "reason": "opted out"} in blocked["skipped"]
+    assert blocked["plan"] == []
     opted = eventually(lambda: receiver.events("contact.opted_out"))
     assert opted[0]["data"] == {"contact_id": contact["id"], "channel": "sms", "opted_out": True}
 
@@ -198,8 +196,8 @@ def test_receipts_and_errors_teach_reachability(gateway: LocalGateway) -> None:
     assert sms["reason"].startswith("unreachable") and "mobile" in sms["reason"]
     again = send(gateway, {"to": {"phone": "+14155521614"}, "content": {"text": "y"}})
     assert [s["channel"] for s in again["plan"]] == ["email"]
-    assert again["skipped"][0]["channel"] == "sms"
-    assert again["skipped"][0]["reason"].startswith("unreachable")
+    skipped = {s["channel"]: s["reason"] for s in again["skipped"]}
+    assert skipped["sms"].startswith("unreachable")
 
 
 def test_merge_by_external_id_keeps_every_message_on_one_timeline(gateway: LocalGateway) -> None:

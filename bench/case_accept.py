@@ -1,0 +1,74 @@
+"""Case 1, accept: `POST /v1/messages` under gunicorn (2 workers x 4 threads, gthread), the gateway's
+`wsgi:app` (API only) versus `bench.baseline_app` (parse the same JSON, insert one row), on the same kind of
+fresh database, driven by `bench.loadgen` in its own process with 8 keep-alive connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.context import Context
+from bench.procs import PYTHON, clean_env, free_port, run_json
+from bench.stack import GUNICORN_THREADS, GUNICORN_WORKERS, GatewayStack, fresh_database, gunicorn, running
+from bench.stats import figure, ratio
+
+CONNECTIONS = 8
+
+
+def load(ctx: Context, port: int, key: str) -> dict[str, Any]:
+    sizes = ctx.sizes["accept"]
+    argv = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--key", key, "--conns", str(CONNECTIONS)]
+    argv += ["--seconds", str(sizes["seconds"]), "--warmup", str(sizes["warmup"])]
+    result: dict[str, Any] = run_json(argv, clean_env(), timeout=120 + sizes["seconds"] * 2)
+    if result["errors"] or not result["requests"]:
+        raise RuntimeError(
+            f"load generator saw {result['errors']} errors ({result['error_statuses']}) "
+            f"and {result['requests']} successes"
+        )
+    return result
+
+
+def gateway_run(ctx: Context, db: str) -> dict[str, Any]:
+    ctx.sims.reset()
+    with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
+        with running(GatewayStack(url, ctx.sims, ctx.workdir).api_only()) as stack:
+            return load(ctx, stack.port, stack.key)
+
+
+def baseline_run(ctx: Context, db: str) -> dict[str, Any]:
+    from bench import baseline_app  # imports the gateway's engine setup: only once the gateway tree is chosen
+
+    with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
+        baseline_app.create_schema(url)
+        port = free_port()
+        server = gunicorn(
+            "baseline-gunicorn", "bench.baseline_app:app", port, clean_env(BENCH_BASELINE_DB=url), ctx.workdir
+        )
+        try:
+            return load(ctx, port, "")
+        finally:
+            server.stop()
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "server": f"gunicorn, {GUNICORN_WORKERS} workers x {GUNICORN_THREADS} threads (gthread)",
+        "connections": CONNECTIONS,
+        "seconds": ctx.sizes["accept"]["seconds"],
+        "databases": {},
+    }
+    for db in ctx.databases:
+        runs: dict[str, list[dict[str, Any]]] = {"gateway": [], "baseline": []}
+        for rep in range(ctx.reps):
+            ctx.log(f"accept {db} rep {rep + 1}/{ctx.reps}: gateway, then baseline")
+            runs["gateway"].append(gateway_run(ctx, db))
+            runs["baseline"].append(baseline_run(ctx, db))
+        row: dict[str, Any] = {}
+        for app, results in runs.items():
+            row[app] = {
+                "rps": figure([r["rps"] for r in results], "req/s"),
+                "p50_ms": figure([r["latency_ms"]["p50"] for r in results], "ms"),
+                "p99_ms": figure([r["latency_ms"]["p99"] for r in results], "ms"),
+            }
+        row["ratio"] = ratio([r["rps"] for r in runs["gateway"]], [r["rps"] for r in runs["baseline"]])
+        out["databases"][db] = row
+    return out

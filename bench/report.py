@@ -1,0 +1,199 @@
+"""docs/benchmarks.md from a results file: tables, charts, targets, and the analysis in bench/notes.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.stats import fmt, fmt_figure
+from bench.targets import GATEWAY_LABELS
+
+NOTES = Path(__file__).resolve().parent / "notes.md"
+PEER_LABELS = {
+    "smtplib": "`smtplib`, one shared connection, sequential",
+    "notifme": "notifme-sdk (Node), pooled (4), 16 in parallel, TCP_NODELAY",
+    "apprise-tuned": "Apprise, throttle off, 8 threads",
+    "apprise": "Apprise, defaults (5.5 s between sends)",
+    "twilio-sdk": "`twilio` SDK, sequential loop",
+}
+
+
+def _minutes(results: dict[str, Any]) -> float:
+    """The full run's length: the cases' own durations when they were measured in separate invocations."""
+    timed = [c["measured"]["seconds"] for c in results["cases"].values() if "measured" in c]
+    return (sum(timed) if timed else results["duration_s"]) / 60
+
+
+def label(name: str) -> str:
+    return GATEWAY_LABELS.get(name, PEER_LABELS.get(name, name))
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _targets(results: dict[str, Any]) -> str:
+    rows = []
+    for t in results.get("targets", []):
+        verdict = {True: "**met**", False: "not met", None: "–"}[t["met"]]
+        measured = fmt(t["measured"], 2 if t["unit"] == "×" else 0)
+        rows.append(
+            [t["case"], t["what"], t["target"], f"{measured}{t['unit']}", f"{verdict} ({t['gap']})", t["how"]]
+        )
+    return table(["case", "what", "target", "measured (median)", "verdict", "how"], rows)
+
+
+def _accept(data: dict[str, Any]) -> str:
+    rows = []
+    for db, row in data["databases"].items():
+        for app in ("gateway", "baseline"):
+            r = row[app]
+            ratio = fmt_figure(row["ratio"], 2) + "×" if app == "gateway" else ""
+            rows.append(
+                [db, app, fmt_figure(r["rps"]), fmt_figure(r["p50_ms"], 1), fmt_figure(r["p99_ms"], 1), ratio]
+            )
+    text = f"Server: {data['server']}; load: {data['connections']} keep-alive connections "
+    text += f"for {data['seconds']} s per run, after a warm-up.\n\n"
+    return text + table(["database", "app", "requests/s", "p50 ms", "p99 ms", "gateway / baseline"], rows)
+
+
+def _email(data: dict[str, Any]) -> str:
+    gateways = list(data["ratios"])
+    header = ["who", "N", "messages/s"] + [f"{label(g)} / it" for g in gateways]
+    rows = []
+    for name, fig in data["rates"].items():
+        ratios = [
+            fmt_figure(data["ratios"][g].get(name), 2) + "×" if name in data["ratios"][g] else ""
+            for g in gateways
+        ]
+        rows.append([label(name), f"{data['n'][name]:,}", fmt_figure(fig), *ratios])
+    skipped = "".join(f"\n{k} was skipped: {v}.\n" for k, v in (data.get("skipped") or {}).items())
+    return table(header, rows) + skipped
+
+
+def _sms(data: dict[str, Any]) -> str:
+    out = []
+    for ms, row in data["latencies"].items():
+        gateways = list(row["ratios"])
+        rows = []
+        for name, fig in row["rates"].items():
+            ratio = fmt_figure(row["ratios"][name], 2) + "×" if name in row["ratios"] else ""
+            rows.append([label(name), f"{row['n'][name]:,}", fmt_figure(fig), ratio])
+        out.append(f"**{ms} simulated provider latency**\n\n")
+        out.append(table(["who", "N", "messages/s", "gateway / SDK loop"], rows))
+        del gateways
+    return "\n".join(out)
+
+
+def _reaction(data: dict[str, Any]) -> str:
+    rows = []
+    for key, name in (("fallback", "fallback reaction"), ("retry", "retry lateness")):
+        d = data["fallback_ms" if key == "fallback" else "retry_late_ms"]
+        per_run = data["fallback_p99_per_run" if key == "fallback" else "retry_p99_per_run"]
+        rows.append(
+            [
+                name,
+                str(d["count"]),
+                fmt(d["p50"], 1),
+                fmt(d["p90"], 1),
+                fmt(d["p99"], 1),
+                fmt(d["max"], 1),
+                fmt_figure(per_run, 1),
+            ]
+        )
+    head = ["measure", "samples", "p50 ms", "p90 ms", "p99 ms", "max ms", "p99 per run: median (min–max)"]
+    text = f"{data['messages_per_run']} messages per run, one every {data['gap_s'] * 1000:.0f} ms; settings: "
+    text += ", ".join(f"`{k}={v}`" for k, v in data["settings"].items()) + ".\n\n"
+    return text + table(head, rows)
+
+
+def _backlog(data: dict[str, Any]) -> str:
+    rows = []
+    for db, sizes in data["databases"].items():
+        for size in sorted((k for k in sizes if k.isdigit()), key=int):
+            r = sizes[size]
+            rows.append(
+                [
+                    db,
+                    f"{int(size):,}",
+                    str(len(r["rate"]["runs"])),
+                    fmt_figure(r["rate"]),
+                    fmt_figure(r["peak_rss_mb"]),
+                    fmt_figure(r["queue_s"], 1),
+                ]
+            )
+        ratio = sizes.get("ratio_largest_to_smallest")
+        rows.append([db, "largest / smallest", "", fmt_figure(ratio, 2) + "×", "", ""])
+    head = ["database", "queued", "runs", "drain messages/s", "worker peak RSS MiB", "seconds to queue"]
+    return table(head, rows)
+
+
+def _profile(data: dict[str, Any]) -> str:
+    out = []
+    for channel, summary in data.items():
+        graph = Path(summary["flamegraph"]).name if summary.get("flamegraph") else None
+        link = f"; flame graph: [{graph}](benchmarks/{graph})" if graph else ""
+        out.append(
+            f"**{channel}**, {summary.get('what', '')}: {summary['samples']:,} samples; rate under the "
+            f"profiler {summary['rate_under_profiler']:.0f}/s{link}.\n"
+        )
+        rows = [[f"`{r['function']}`", f"{r['share']:.1%}"] for r in summary["self"][:10]]
+        out.append(table(["innermost frame (self)", "share of samples"], rows))
+        rows = [[f"`{r['function']}`", f"{r['share']:.1%}"] for r in summary["total_gateway"][:10]]
+        out.append(table(["gateway function (anywhere on the stack)", "share of samples"], rows))
+    return "\n".join(out)
+
+
+SECTIONS = [
+    ("accept", "1. Accept: `POST /v1/messages` under gunicorn", _accept),
+    ("email", "2. Email dispatch, end to end", _email),
+    ("sms", "3. SMS dispatch through the Twilio simulator", _sms),
+    ("reaction", "4. Fallback reaction and retry punctuality", _reaction),
+    ("backlog", "5. Backlog scaling", _backlog),
+]
+
+
+def render(results: dict[str, Any], charts: dict[str, Path], doc: Path, methods: dict[str, str]) -> str:
+    m = results["machine"]
+    parts = [
+        "# Benchmarks\n",
+        "The gateway against the libraries people use today and against one-insert baselines, all on "
+        "loopback on one machine, in one run. Every figure is the median of the runs with (min–max); every "
+        "ratio is taken run by run within the same invocation, then summarised the same way.\n",
+        f"Reproduce: `.venv/bin/pip install -e '.[bench]' && .venv/bin/python -m bench` "
+        f"(this run: about {_minutes(results):.0f} minutes of measuring; `--quick` for a smoke run; "
+        "`--cases email --merge` re-measures one case into the existing results).\n",
+        f"This run: {results['started_at']}, mode `{results['mode']}`, {results['reps']} runs per figure "
+        f"unless said otherwise, {m['cpus']} CPUs, {m['memory_gib']:.0f} GiB, Python {m['python']}, "
+        f"{m['platform']}; "
+        f"gateway commit `{results.get('commit') or 'unknown'}`.\n",
+        "## Targets\n",
+        _targets(results),
+    ]
+    for key, title, render_case in SECTIONS:
+        data = results["cases"].get(key)
+        if data is None:
+            continue
+        parts.append(f"## {title}\n")
+        if key in methods:
+            parts.append(methods[key].strip() + "\n")
+        if "error" in data:
+            parts.append(f"This case failed: `{data['error']}`\n")
+            continue
+        parts.append(render_case(data))
+        if "load_average" in data:
+            la, when = data["load_average"], data.get("measured", {})
+            parts.append(
+                f"Measured {when.get('at', '')} in {when.get('seconds', 0) / 60:.1f} min on gateway commit "
+                f"`{when.get('commit')}`; the machine's 1-minute load average was {la['before']:.1f} before "
+                f"and {la['after']:.1f} after (2 CPUs: above 2 means other work competed for them).\n"
+            )
+        if key in charts:
+            parts.append(f"![{key}]({charts[key].relative_to(doc.parent).as_posix()})\n")
+    if results.get("profile"):
+        parts += ["## Where the gateway spends its time\n", _profile(results["profile"])]
+    if NOTES.exists():
+        parts.append(NOTES.read_text())
+    return "\n".join(parts)

@@ -1,0 +1,131 @@
+"""LINE through the Messaging API: push messages out, one webhook in (`/webhooks/line`).
+
+Every push carries `X-Line-Retry-Key`, so a push retried after a 5xx or a timeout is executed once:
+LINE answers a retry of an accepted push with 409, which counts as success here. The key must be a
+UUID and must stay the same for every try of the message's LINE step; each try is a new attempt row in
+the gateway, so the key is derived from the message id (one LINE step per message), not the attempt id.
+A push to someone who blocked the account still answers 200: blocks are learned from `unfollow` events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from gateway.channels.base import (
+    AddressKind,
+    IdentityEvent,
+    Inbound,
+    OutgoingMessage,
+    SendResult,
+    WebhookBatch,
+    WebhookRequest,
+)
+from gateway.channels.http_base import HttpChannel, b64_hmac_sha256, header, json_body, same
+from gateway.errors import ChannelError, ErrorKind
+from gateway.settings import Settings
+
+SIGNATURE_HEADER = "X-Line-Signature"
+RETRY_KEY_HEADER = "X-Line-Retry-Key"
+_RETRY_KEY_NAMESPACE = uuid.UUID("6f1c3a52-4f0e-4d8a-9a3e-2b7c8d1e5f60")
+
+
+def retry_key(message_id: str) -> str:
+    """The retry key of a message's LINE push: a UUID that every try of it shares."""
+    return str(uuid.uuid5(_RETRY_KEY_NAMESPACE, message_id))
+
+
+def classify_line_error(status: int, body: dict[str, Any] | None) -> ChannelError:
+    """Map a Messaging API error (`{"message", "details": [{"message", "property"}]}`) onto a ChannelError."""
+    body = body or {}
+    details = [d for d in body.get("details") or [] if isinstance(d, dict)]
+    detail = str(body.get("message") or f"HTTP {status}")
+    if details:
+        detail += ": " + "; ".join(f"{d.get('property', '')} {d.get('message', '')}".strip() for d in details)
+    code = str(status)
+    if status == 400 and any(d.get("property") == "to" for d in details):
+        return ChannelError(ErrorKind.INVALID_ADDRESS, detail, code)
+    if status == 429:  # the rate limit, or the monthly message quota
+        return ChannelError(ErrorKind.RATE_LIMITED, detail, code)
+    if status >= 500:
+        return ChannelError(ErrorKind.TRANSIENT, detail, code)
+    # 400 other bad requests, 401 wrong token, 403 not allowed for this channel's plan: permanent.
+    return ChannelError(ErrorKind.REJECTED, detail, code)
+
+
+def _at(millis: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(millis) / 1000, UTC) if millis is not None else None
+
+
+class LineChannel(HttpChannel):
+    """Push messages from a LINE Official Account to its friends."""
+
+    name: ClassVar[str] = "line"
+    address_kind: ClassVar[AddressKind] = "identity"
+    delivery_receipts: ClassVar[bool] = False
+    max_text_length: ClassVar[int] = 5000
+    default_rate: ClassVar[float] = 100.0
+    inbound_webhook: ClassVar[str | None] = "line"
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        return None if settings.line_channel_token else "GATEWAY_LINE_CHANNEL_TOKEN is not set"
+
+    def default_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.line_channel_token}"}
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        if not message.text:
+            raise ChannelError(ErrorKind.REJECTED, "a LINE message needs a text")
+        if len(message.text) > self.max_text_length:
+            raise ChannelError(ErrorKind.REJECTED, f"text longer than {self.max_text_length} characters")
+        key = retry_key(message.message_id)
+        body = {"to": message.address, "messages": [{"type": "text", "text": message.text}]}
+        answer = await self.call(
+            "POST",
+            f"{self.settings.line_api_url}/v2/bot/message/push",
+            json=body,
+            headers={RETRY_KEY_HEADER: key},
+        )
+        data = answer.data if isinstance(answer.data, dict) else None
+        if answer.status == 200 or answer.status == 409:
+            # 409: an earlier try with this key was accepted (its answer was lost): it went out once.
+            sent = (data or {}).get("sentMessages") or [{}]
+            message_id = sent[0].get("id") or answer.header("x-line-accepted-request-id") or key
+            return SendResult(str(message_id), "accepted")
+        raise classify_line_error(answer.status, data)
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        """`X-Line-Signature` is base64(HMAC-SHA256(channel secret, raw body))."""
+        secret = self.settings.line_channel_secret
+        given = header(request.headers, SIGNATURE_HEADER)
+        return secret is not None and same(b64_hmac_sha256(secret, request.body), given)
+
+    def parse_webhook(self, hook: str, request: WebhookRequest) -> WebhookBatch:
+        """Messages from users, `follow` (added as a friend or unblocked) and `unfollow` (blocked)."""
+        batch = WebhookBatch()
+        for event in json_body(request.body).get("events") or []:
+            source = event.get("source") or {}
+            if source.get("type") != "user" or not source.get("userId"):
+                continue  # group and room events do not address one person
+            user, kind = str(source["userId"]), event.get("type")
+            event_id = str(event.get("webhookEventId") or f"{user}:{event.get('timestamp')}")
+            at = _at(event.get("timestamp"))
+            if kind == "message":
+                content = event.get("message") or {}
+                batch.inbound.append(
+                    Inbound(
+                        channel=self.name,
+                        sender=user,
+                        text=content.get("text") if content.get("type") == "text" else None,
+                        provider_message_id=str(content.get("id") or event_id),
+                        received_at=at,
+                        raw=event,
+                    )
+                )
+            elif kind == "follow":
+                batch.identity.append(IdentityEvent(self.name, user, "follow", event_id, "followed", at))
+            elif kind == "unfollow":
+                batch.identity.append(IdentityEvent(self.name, user, "block", event_id, "unfollowed", at))
+        return batch

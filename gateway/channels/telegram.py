@@ -1,0 +1,149 @@
+"""Telegram through the Bot API: `sendMessage` out, one webhook in (`/webhooks/telegram`).
+
+A bot reaches only people who wrote to it first, so Telegram is planned only for contacts with a known
+chat id. There are no delivery receipts: a send ends as `accepted`. Errors are classified by HTTP status
+and the description text, exactly as PROVIDERS.md lists them, in `classify_telegram_error`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from gateway.channels.base import (
+    AddressKind,
+    IdentityEvent,
+    Inbound,
+    OutgoingMessage,
+    SendResult,
+    WebhookBatch,
+    WebhookRequest,
+)
+from gateway.channels.http_base import HttpChannel, header, json_body, same
+from gateway.errors import ChannelError, ErrorKind
+from gateway.settings import Settings
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+# (HTTP status, words in the description) -> kind; the first match wins, then the status alone.
+TELEGRAM_DESCRIPTIONS: tuple[tuple[int, str, ErrorKind], ...] = (
+    (403, "bot was blocked by the user", ErrorKind.BLOCKED),
+    (403, "user is deactivated", ErrorKind.UNREACHABLE),
+    (403, "bot can't initiate conversation", ErrorKind.UNREACHABLE),
+    (403, "bot was kicked", ErrorKind.BLOCKED),
+    (400, "chat not found", ErrorKind.INVALID_ADDRESS),
+    (400, "peer_id_invalid", ErrorKind.INVALID_ADDRESS),
+)
+
+
+def classify_telegram_error(status: int, description: str, retry_after: float | None = None) -> ChannelError:
+    """Map a Bot API error (`error_code`, `description`, `parameters.retry_after`) onto a ChannelError."""
+    detail = description or f"HTTP {status}"
+    lowered = detail.lower()
+    for code, words, kind in TELEGRAM_DESCRIPTIONS:
+        if status == code and words in lowered:
+            return ChannelError(kind, detail, code=str(status))
+    if status == 429:
+        return ChannelError(ErrorKind.RATE_LIMITED, detail, code="429", retry_after=retry_after)
+    if status >= 500:
+        return ChannelError(ErrorKind.TRANSIENT, detail, code=str(status))
+    # 400 bad request, 401 wrong token, 403 other refusals: permanent for this message.
+    return ChannelError(ErrorKind.REJECTED, detail, code=str(status))
+
+
+def chat_id(address: str) -> int | str:
+    """Numeric chat ids go out as numbers, @usernames and anything else as given."""
+    return int(address) if re.fullmatch(r"-?\d+", address) else address
+
+
+def _command(text: str) -> str:
+    """The bot command a text starts with, without its @botname (`/start@shop_bot payload` -> `/start`)."""
+    return text.split(maxsplit=1)[0].split("@", 1)[0]
+
+
+def _at(seconds: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(seconds), UTC) if seconds is not None else None
+
+
+class TelegramChannel(HttpChannel):
+    """Direct messages from a Telegram bot."""
+
+    name: ClassVar[str] = "telegram"
+    address_kind: ClassVar[AddressKind] = "identity"
+    delivery_receipts: ClassVar[bool] = False
+    max_text_length: ClassVar[int] = 4096
+    default_rate: ClassVar[float] = 25.0  # Telegram allows about 30 messages per second per bot
+    inbound_webhook: ClassVar[str | None] = "telegram"
+
+    @classmethod
+    def disabled_reason(cls, settings: Settings) -> str | None:
+        return None if settings.telegram_bot_token else "GATEWAY_TELEGRAM_BOT_TOKEN is not set"
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        if not message.text:
+            raise ChannelError(ErrorKind.REJECTED, "a Telegram message needs a text")
+        if len(message.text) > self.max_text_length:
+            raise ChannelError(ErrorKind.REJECTED, f"text longer than {self.max_text_length} characters")
+        url = f"{self.settings.telegram_api_url}/bot{self.settings.telegram_bot_token}/sendMessage"
+        answer = await self.call(
+            "POST", url, json={"chat_id": chat_id(message.address), "text": message.text}
+        )
+        data = answer.data if isinstance(answer.data, dict) else {}
+        if answer.status == 200 and data.get("ok"):
+            result = data.get("result") or {}
+            chat = (result.get("chat") or {}).get("id", message.address)
+            return SendResult(f"{chat}:{result.get('message_id')}", "accepted")
+        parameters = data.get("parameters") or {}
+        retry_after = parameters.get("retry_after")
+        raise classify_telegram_error(
+            int(data.get("error_code") or answer.status),
+            str(data.get("description") or ""),
+            float(retry_after) if retry_after is not None else None,
+        )
+
+    def verify_webhook(self, request: WebhookRequest) -> bool:
+        """The secret token given to setWebhook comes back in a header on every update."""
+        secret = self.settings.telegram_secret_token
+        return secret is not None and same(secret, header(request.headers, SECRET_HEADER))
+
+    def parse_webhook(self, hook: str, request: WebhookRequest) -> WebhookBatch:
+        """One update: a message (`/start` is a follow), or `my_chat_member` (kicked = blocked)."""
+        update = json_body(request.body)
+        batch = WebhookBatch()
+        update_id = str(update["update_id"])
+        message = update.get("message")
+        if isinstance(message, dict) and (message.get("chat") or {}).get("type", "private") == "private":
+            sender = str(message["chat"]["id"])
+            text = message.get("text")
+            if isinstance(text, str) and text.strip() and _command(text) == "/start":
+                batch.identity.append(
+                    IdentityEvent(
+                        self.name, sender, "follow", update_id, "started the bot", _at(message.get("date"))
+                    )
+                )
+            else:
+                batch.inbound.append(
+                    Inbound(
+                        channel=self.name,
+                        sender=sender,
+                        text=text if isinstance(text, str) else message.get("caption"),
+                        provider_message_id=f"{sender}:{message['message_id']}",
+                        received_at=_at(message.get("date")),
+                        raw=message,
+                    )
+                )
+        member = update.get("my_chat_member")
+        if isinstance(member, dict) and (member.get("chat") or {}).get("type", "private") == "private":
+            status = (member.get("new_chat_member") or {}).get("status")
+            sender = str(member["chat"]["id"])
+            at = _at(member.get("date"))
+            if status == "kicked":
+                batch.identity.append(
+                    IdentityEvent(self.name, sender, "block", update_id, "blocked the bot", at)
+                )
+            elif status == "member":
+                batch.identity.append(
+                    IdentityEvent(self.name, sender, "follow", update_id, "unblocked the bot", at)
+                )
+        return batch

@@ -1,0 +1,104 @@
+"""`python -m bench --quick` runs every case end to end and writes a well-formed results file and report.
+
+This checks the form of the results, never the speed they show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = {"accept", "email", "sms", "reaction", "backlog"}
+
+for module in ("gunicorn", "apprise", "matplotlib"):
+    pytest.importorskip(module, reason=f"{module} is a bench extra: pip install -e '.[bench]'")
+
+
+def figures(node: Any) -> list[dict[str, Any]]:
+    """Every summarised figure (a dict with median/min/max/runs) anywhere in the results."""
+    if isinstance(node, dict):
+        found = [node] if {"median", "min", "max", "runs"} <= node.keys() else []
+        return found + [f for value in node.values() for f in figures(value)]
+    if isinstance(node, list):
+        return [f for value in node for f in figures(value)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GATEWAY_") or k == "GATEWAY_TEST_POSTGRES_URL"
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--out",
+            str(out / "quick.json"),
+            "--docs",
+            str(out / "bench.md"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,  # only a guard against a hang: the quick run takes about a minute on a quiet machine
+    )
+    assert done.returncode == 0, done.stderr[-6000:]
+    return json.loads((out / "quick.json").read_text()), out
+
+
+def test_every_case_has_results_and_no_errors(quick_run: tuple[dict[str, Any], Path]) -> None:
+    results, _ = quick_run
+    assert results["schema"] == 1 and results["mode"] == "quick"
+    assert set(results["cases"]) == CASES
+    for name, data in results["cases"].items():
+        assert "error" not in data, (name, data.get("error"))
+    assert results["cases"]["accept"]["databases"]["sqlite"]["gateway"]["rps"]["median"] > 0
+    assert results["cases"]["email"]["rates"]["smtplib"]["median"] > 0
+    assert set(results["cases"]["sms"]["latencies"]) == {"0ms", "50ms"}
+    assert results["cases"]["reaction"]["fallback_ms"]["count"] > 0
+    assert results["cases"]["backlog"]["databases"]["sqlite"]["1000"]["peak_rss_mb"]["median"] > 0
+
+
+def test_every_figure_is_a_median_with_its_spread(quick_run: tuple[dict[str, Any], Path]) -> None:
+    results, _ = quick_run
+    found = figures(results["cases"])
+    assert len(found) > 20
+    for fig in found:
+        assert fig["runs"], fig
+        assert fig["min"] <= fig["median"] <= fig["max"], fig
+        assert all(math.isfinite(r) for r in fig["runs"]), fig
+
+
+def test_targets_are_judged(quick_run: tuple[dict[str, Any], Path]) -> None:
+    results, _ = quick_run
+    cases = {t["case"] for t in results["targets"]}
+    assert cases == CASES
+    for target in results["targets"]:
+        assert target["met"] in (True, False), target
+        assert isinstance(target["measured"], int | float), target
+
+
+def test_the_report_embeds_charts_that_exist(quick_run: tuple[dict[str, Any], Path]) -> None:
+    _, out = quick_run
+    report = (out / "bench.md").read_text()
+    assert "## Targets" in report
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
+    assert len(images) == len(CASES)
+    for image in images:
+        assert (out / image).stat().st_size > 1000, image
