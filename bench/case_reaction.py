@@ -84,9 +84,11 @@ def retry_run(ctx: Context, m: int, gap: float, series: int) -> list[float]:
     for at, who, _ in ctx.sims.twilio(records=True)["records"]:
         requests[who].append(at)
     late = []
-    for phone, message in zip(phones, messages, strict=False):
+    for phone, message in zip(phones, messages, strict=True):
         tries = sorted(requests[phone])
         attempts = sorted(message["attempts"], key=lambda a: a["created_at"])
+        if len(attempts) != len(tries):
+            continue  # an attempt the simulator never saw (or the reverse): no sure pairing
         for attempt, arrived in zip(attempts[1:], tries[1:], strict=True):
             scheduled = datetime.fromisoformat(attempt["created_at"]).timestamp() + BACKOFF
             late.append(arrived - scheduled)

@@ -20,6 +20,7 @@ def _bars(ax: Axes, labels: list[str], figs: list[dict[str, Any]], colors: list[
     high = [max(0.0, (f["max"] or m) - m) for m, f in zip(medians, figs, strict=True)]
     ax.barh(labels, medians, xerr=[low, high], color=colors, capsize=3)
     ax.invert_yaxis()
+    ax.margins(x=0.15)
     for i, value in enumerate(medians):
         ax.annotate(f" {value:,.0f}" if value >= 10 else f" {value:.2f}", (value, i), va="center", fontsize=8)
 

@@ -3,8 +3,9 @@
 Each prints one JSON line `{"start": t, "end": t, "sent": n}` (time.time()); the case measures the end at
 the sink. Messages are built inside the loop, as a program sending real notifications would.
 - `smtplib`: one shared connection, sequential `send_message`.
-- `apprise`: Apprise email with its defaults (it waits `request_rate_per_sec` = 5.5 s between sends).
-- `apprise-tuned`: throttle off (`request_rate_per_sec = 0`), `--threads` threads.
+- `apprise`: Apprise email with its defaults, one configured recipient notified N times (a plugin waits
+  `request_rate_per_sec` = 5.5 s between its sends).
+- `apprise-tuned`: a plugin per recipient, throttle off (`request_rate_per_sec = 0`), `--threads` threads.
 - `twilio`: the official SDK's synchronous client in a sequential loop.
 """
 
@@ -41,7 +42,7 @@ def run_smtplib(args: argparse.Namespace) -> dict[str, Any]:
     return {"start": start, "end": time.time(), "sent": args.n}
 
 
-def _apprise_sender(args: argparse.Namespace, throttle: bool) -> Any:
+def _apprise_unthrottled(args: argparse.Namespace) -> Any:
     import apprise
 
     def send(i: int) -> bool:
@@ -49,8 +50,7 @@ def _apprise_sender(args: argparse.Namespace, throttle: bool) -> Any:
         plugin = apprise.Apprise.instantiate(url)
         if plugin is None:
             raise RuntimeError(f"Apprise does not understand {url}")
-        if not throttle:
-            plugin.request_rate_per_sec = 0
+        plugin.request_rate_per_sec = 0
         ok: bool = plugin.notify(body=TEXT.format(i=i), title=SUBJECT.format(i=i))
         return ok
 
@@ -69,7 +69,7 @@ def run_apprise(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_apprise_tuned(args: argparse.Namespace) -> dict[str, Any]:
-    send = _apprise_sender(args, throttle=False)
+    send = _apprise_unthrottled(args)
     counter = iter(range(args.n))
     lock = threading.Lock()
     sent = [0]

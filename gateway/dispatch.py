@@ -278,6 +278,8 @@ class Dispatcher:
 
     def _finish(self, job: SendJob, result: SendResult | ChannelError, seconds: float = 0.0) -> bool:
         with store.transaction(self.gw.engine) as session:
+            if isinstance(result, SendResult):  # before the message lock, in the order webhooks take them
+                store.lock_provider_id(session, result.provider_message_id)
             message = store.lock_message(session, job.message_id)
             attempt = session.get(Attempt, job.attempt_id)
             if message is None or attempt is None:

@@ -251,26 +251,24 @@ class Settings:
     # Telegram, LINE, Viber, X, WeChat and Discord (gateway/channels/)
     telegram_bot_token: str | None = setting(None, _optional_text, "Telegram bot token from @BotFather")
     telegram_secret_token: str | None = setting(
-        None, _optional_text, "secret_token given to setWebhook; inbound webhooks are refused without it"
+        None, _optional_text, "secret_token given to setWebhook, checked on every update"
     )
     telegram_api_url: str = setting("https://api.telegram.org", _url, "Telegram Bot API base URL")
     line_channel_token: str | None = setting(None, _optional_text, "LINE channel access token")
-    line_channel_secret: str | None = setting(
-        None, _optional_text, "LINE channel secret (signs webhooks; they are refused without it)"
-    )
+    line_channel_secret: str | None = setting(None, _optional_text, "LINE channel secret (signs webhooks)")
     line_api_url: str = setting("https://api.line.me", _url, "LINE Messaging API base URL")
     viber_auth_token: str | None = setting(None, _optional_text, "Viber bot auth token (also signs webhooks)")
     viber_sender_name: str | None = setting(None, _optional_text, "sender name shown on Viber messages")
     viber_api_url: str = setting("https://chatapi.viber.com/pa", _url, "Viber REST bot API base URL")
     x_bearer_token: str | None = setting(None, _optional_text, "X OAuth 2.0 user token with dm.write")
     x_consumer_secret: str | None = setting(
-        None, _optional_text, "X app consumer secret (CRC and webhook signatures; refused without it)"
+        None, _optional_text, "X app consumer secret (CRC answers and webhook signatures)"
     )
     x_api_url: str = setting("https://api.x.com", _url, "X API base URL")
     wechat_app_id: str | None = setting(None, _optional_text, "WeChat Official Account AppID")
     wechat_app_secret: str | None = setting(None, _optional_text, "WeChat Official Account AppSecret")
     wechat_token: str | None = setting(
-        None, _optional_text, "WeChat server-configuration Token (signs webhooks; refused without it)"
+        None, _optional_text, "WeChat server-configuration Token (signs webhooks)"
     )
     wechat_api_url: str = setting("https://api.weixin.qq.com", _url, "WeChat API base URL")
     discord_bot_token: str | None = setting(None, _optional_text, "Discord bot token")
@@ -371,11 +369,11 @@ SECTIONS = {
     "twilio_account_sid": "SMS through Twilio (enabled when account SID, auth token and a sender are set)",
     "smtp_host": "Email through SMTP (enabled when host and from are set)",
     "whatsapp_token": "WhatsApp (Cloud API, else via Twilio), Messenger, Instagram (Graph: needs app secret)",
-    "telegram_bot_token": "Telegram (enabled when the bot token is set)",
-    "line_channel_token": "LINE (enabled when the channel access token is set)",
+    "telegram_bot_token": "Telegram (enabled when the bot token and the webhook secret token are set)",
+    "line_channel_token": "LINE (enabled when the channel access token and channel secret are set)",
     "viber_auth_token": "Viber (enabled when the auth token and sender name are set)",
-    "x_bearer_token": "X direct messages (enabled when the bearer token is set)",
-    "wechat_app_id": "WeChat Official Account (enabled when AppID and AppSecret are set)",
+    "x_bearer_token": "X direct messages (enabled when the bearer token and consumer secret are set)",
+    "wechat_app_id": "WeChat Official Account (enabled when AppID, AppSecret and Token are set)",
     "discord_bot_token": "Discord direct messages, send-only (enabled when the bot token is set)",
     "dispatch_concurrency": "Dispatcher",
     "default_after": "Routing defaults (when neither a rule nor the request says otherwise)",

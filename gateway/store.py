@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, update
+from sqlalchemy import Engine, create_engine, event, func, or_, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
@@ -111,6 +111,16 @@ def lock_message(session: Session, message_id: str) -> models.Message | None:
     """Load a message for update; callers change it and its attempts in the same transaction."""
     query = select(models.Message).where(models.Message.id == message_id).with_for_update()
     return session.exec(query).first()
+
+
+def lock_provider_id(session: Session, provider_message_id: str) -> None:
+    """Serialise work on one provider message id (PostgreSQL; SQLite serialises every writer anyway).
+
+    The dispatcher recording a send and a webhook reporting on it may run at once; holding this lock
+    while each looks for the other's row means an early status is never missed.
+    """
+    if is_postgres(session.get_bind()):  # type: ignore[arg-type]
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": provider_message_id})
 
 
 def release_claims(session: Session, worker: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gateway.channels.base import AddressKind, OutgoingMessage, SendResult
-from gateway.channels.http_base import HttpAnswer, HttpChannel
+from gateway.channels.http_base import HttpAnswer, HttpChannel, missing_settings
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -78,7 +78,7 @@ class DiscordChannel(HttpChannel):
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
-        return None if settings.discord_bot_token else "GATEWAY_DISCORD_BOT_TOKEN is not set"
+        return missing_settings(settings, "discord_bot_token")
 
     def default_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bot {self.settings.discord_bot_token}"}

@@ -47,6 +47,14 @@ def _keepalive_socket(addr_info: tuple[Any, ...]) -> socket.socket:
     return sock
 
 
+def missing_settings(settings: Any, *names: str) -> str | None:
+    """`disabled_reason` for settings that must all be set: which GATEWAY_* variables are not."""
+    missing = [f"GATEWAY_{name.upper()}" for name in names if not getattr(settings, name)]
+    if not missing:
+        return None
+    return ", ".join(missing) + (" is not set" if len(missing) == 1 else " are not set")
+
+
 def header(headers: Mapping[str, str], name: str) -> str | None:
     """Look a header up case-insensitively."""
     wanted = name.lower()

@@ -130,6 +130,10 @@ class MessengerChannel(Channel):
             raise ChannelError(K.TRANSIENT, "the Send API answered without a message id")
         return SendResult(provider_message_id=str(answer["message_id"]), status="accepted")
 
+    def status_callback_url(self, attempt_id: str) -> str | None:
+        """None: Meta posts receipts to the app's webhook, not to a URL given per message."""
+        return None
+
     def verify_webhook(self, request: WebhookRequest) -> bool:
         return signature_valid(self.settings.meta_app_secret, request)
 

@@ -20,7 +20,7 @@ from gateway.channels.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from gateway.channels.http_base import HttpChannel, header, json_body, same
+from gateway.channels.http_base import HttpChannel, header, json_body, missing_settings, same
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -78,7 +78,7 @@ class TelegramChannel(HttpChannel):
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
-        return None if settings.telegram_bot_token else "GATEWAY_TELEGRAM_BOT_TOKEN is not set"
+        return missing_settings(settings, "telegram_bot_token", "telegram_secret_token")
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         if not message.text:

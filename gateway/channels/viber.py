@@ -24,7 +24,7 @@ from gateway.channels.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from gateway.channels.http_base import HttpChannel, header, json_body, same
+from gateway.channels.http_base import HttpChannel, header, json_body, missing_settings, same
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -79,14 +79,7 @@ class ViberChannel(HttpChannel):
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
-        missing = [
-            Settings.env_name(name)
-            for name in ("viber_auth_token", "viber_sender_name")
-            if not getattr(settings, name)
-        ]
-        if not missing:
-            return None
-        return ", ".join(missing) + (" is not set" if len(missing) == 1 else " are not set")
+        return missing_settings(settings, "viber_auth_token", "viber_sender_name")
 
     def default_headers(self) -> dict[str, str]:
         return {AUTH_HEADER: self.settings.viber_auth_token or ""}

@@ -28,7 +28,7 @@ from gateway.channels.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from gateway.channels.http_base import HttpChannel, same
+from gateway.channels.http_base import HttpChannel, missing_settings, same
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -110,14 +110,7 @@ class WeChatChannel(HttpChannel):
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
-        missing = [
-            Settings.env_name(name)
-            for name in ("wechat_app_id", "wechat_app_secret")
-            if not getattr(settings, name)
-        ]
-        if not missing:
-            return None
-        return ", ".join(missing) + (" is not set" if len(missing) == 1 else " are not set")
+        return missing_settings(settings, "wechat_app_id", "wechat_app_secret", "wechat_token")
 
     def status_callback_url(self, attempt_id: str) -> str | None:
         return None  # template receipts go to the account's one server URL

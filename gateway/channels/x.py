@@ -22,7 +22,7 @@ from gateway.channels.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from gateway.channels.http_base import HttpChannel, b64_hmac_sha256, header, json_body, same
+from gateway.channels.http_base import HttpChannel, b64_hmac_sha256, header, json_body, missing_settings, same
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -76,7 +76,7 @@ class XChannel(HttpChannel):
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
-        return None if settings.x_bearer_token else "GATEWAY_X_BEARER_TOKEN is not set"
+        return missing_settings(settings, "x_bearer_token", "x_consumer_secret")
 
     def default_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.x_bearer_token}"}

@@ -210,6 +210,8 @@ def receive_identity_event(gw: Gateway, event: IdentityEvent) -> str:
         contact = _contact_for(session, gw, event.channel, kind, sender)
         at = event.at or gw.clock()
         state = reachability.state_of(session, contact.id, event.channel)
+        if state.since is not None and at < state.since:
+            return contact.id  # a redelivered or late event older than what we know: it changes nothing
         if event.kind == "follow":
             change = reachability.mark(state, "reachable", event.reason, at)
         else:

@@ -42,6 +42,7 @@ def handle_webhook(gw: Gateway, channel: Channel, hook: str, request: WebhookReq
 def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
     """Apply one update to its attempt; one for a send not yet recorded is kept until it is."""
     with store.transaction(gw.engine) as session:
+        store.lock_provider_id(session, update.provider_message_id)
         attempt = session.get(Attempt, update.attempt_id) if update.attempt_id else None
         if attempt is not None and attempt.provider_message_id not in (None, update.provider_message_id):
             attempt = None  # the attempt id does not belong to this provider message

@@ -283,3 +283,4 @@ def test_whatsapp_through_twilio_serves_twilio_hooks_only_without_sms() -> None:
     beside_sms = WhatsAppChannel(make_settings(**twilio, twilio_from="+15005550006"))
     assert not beside_sms.owns_webhook("twilio/status") and beside_sms.owns_webhook("whatsapp")
     assert WhatsAppChannel(make_settings(**CLOUD)).status_callback_url("att_1") is None
+    assert MessengerChannel(make_settings(**PAGE)).status_callback_url("att_1") is None
