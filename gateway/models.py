@@ -110,6 +110,8 @@ class Message(SQLModel, table=True):
 class Attempt(SQLModel, table=True):
     """One try of one plan step on one channel."""
 
+    __table_args__ = (Index("ix_attempt_address", "channel", "address"),)
+
     id: str = Field(primary_key=True, max_length=40)
     message_id: str = Field(foreign_key="message.id", index=True, max_length=40)
     step_index: int

@@ -61,6 +61,10 @@ class StatusUpdate:
     error: ChannelError | None = None
     attempt_id: str | None = None
     at: datetime | None = None
+    # A watermark receipt (Messenger) names no message: it covers every message sent to `address` on the
+    # channel at or before `up_to`, and `provider_message_id` is empty.
+    address: str | None = None
+    up_to: datetime | None = None
 
 
 @dataclass(frozen=True)

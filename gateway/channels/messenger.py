@@ -172,11 +172,17 @@ class MessengerChannel(Channel):
                 self._inbound(sender, postback.get("title"), mid, at, event, postback.get("payload"))
             )
         delivery = event.get("delivery")
-        if isinstance(delivery, dict) and isinstance(delivery.get("mids"), list):
-            batch.statuses += [StatusUpdate(str(mid), "delivered", at=at) for mid in delivery["mids"] if mid]
+        if isinstance(delivery, dict):
+            mids = [str(m) for m in delivery["mids"] if m] if isinstance(delivery.get("mids"), list) else []
+            batch.statuses += [StatusUpdate(mid, "delivered", at=at) for mid in mids]
+            up_to = from_epoch(delivery.get("watermark"), millis=True)
+            if not mids and up_to is not None:  # older clients give only the watermark
+                batch.statuses.append(StatusUpdate("", "delivered", at=at, address=str(sender), up_to=up_to))
         read = event.get("read")
         if isinstance(read, dict) and read.get("mid"):  # Instagram's messaging_seen names the message
             batch.statuses.append(StatusUpdate(str(read["mid"]), "read", at=at))
+        elif isinstance(read, dict) and (up_to := from_epoch(read.get("watermark"), millis=True)):
+            batch.statuses.append(StatusUpdate("", "read", at=at, address=str(sender), up_to=up_to))
 
     def _inbound(
         self, sender: Any, text: Any, mid: Any, at: Any, event: dict[str, Any], button: Any

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from gateway import metrics, store
 from gateway.channels.base import Channel, StatusUpdate, WebhookRequest
@@ -29,7 +30,7 @@ def handle_webhook(gw: Gateway, channel: Channel, hook: str, request: WebhookReq
     if not channel.verify_webhook(request):
         raise ForgedWebhook(channel.name)
     batch = channel.parse_webhook(hook, request)
-    statuses = sum(apply_status_update(gw, update) for update in batch.statuses)
+    statuses = sum(apply_status_update(gw, update, channel.name) for update in batch.statuses)
     if statuses:
         gw.nudge()  # a failure may have scheduled an immediate retry or fallback
     for item in batch.inbound:
@@ -39,8 +40,14 @@ def handle_webhook(gw: Gateway, channel: Channel, hook: str, request: WebhookReq
     return statuses + len(batch.inbound) + len(batch.identity)
 
 
-def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
+# Our record of a send is a little later than the provider's own time for it.
+WATERMARK_SLACK = timedelta(seconds=2)
+
+
+def apply_status_update(gw: Gateway, update: StatusUpdate, channel: str = "") -> bool:
     """Apply one update to its attempt; one for a send not yet recorded is kept until it is."""
+    if update.up_to is not None:
+        return apply_watermark(gw, channel, update) > 0
     with store.transaction(gw.engine) as session:
         store.lock_provider_id(session, update.provider_message_id)
         attempt = session.get(Attempt, update.attempt_id) if update.attempt_id else None
@@ -60,6 +67,24 @@ def apply_status_update(gw: Gateway, update: StatusUpdate) -> bool:
         metrics.receipt(session, message, attempt, update)
         gw.progress.apply_status(session, message, attempt, update)
         return True
+
+
+def apply_watermark(gw: Gateway, channel: str, update: StatusUpdate) -> int:
+    """A receipt by watermark: apply it to every attempt to that address sent by then; how many."""
+    assert update.up_to is not None
+    with store.transaction(gw.engine) as session:
+        query = select(Attempt).where(
+            Attempt.channel == channel,
+            Attempt.address == update.address,
+            col(Attempt.sent_at) <= update.up_to + WATERMARK_SLACK,
+            col(Attempt.status).in_(("accepted", "sent", "delivered")),
+        )
+        found = [(a.id, a.provider_message_id or "") for a in session.exec(query)]
+    single = [
+        replace(update, provider_message_id=pmid, attempt_id=aid, address=None, up_to=None)
+        for aid, pmid in found
+    ]
+    return sum(apply_status_update(gw, one) for one in single)
 
 
 def early_status(update: StatusUpdate, now: datetime) -> EarlyStatus:

@@ -269,7 +269,14 @@ class TwilioSimulator:
         """Record an accepted send and build Twilio's Message JSON."""
         sid = "SM" + secrets.token_hex(16)
         now = datetime.now(UTC)
-        record = {"sid": sid, "to": form["To"], "from": form.get("From"), "body": form["Body"]}
+        record = {
+            "sid": sid,
+            "to": form["To"],
+            "from": form.get("From"),
+            "body": form.get("Body", ""),
+            "content_sid": form.get("ContentSid"),
+            "content_variables": form.get("ContentVariables"),
+        }
         record["messaging_service_sid"] = form.get("MessagingServiceSid")
         record["status_callback"] = form.get("StatusCallback")
         record["validity_period"] = form.get("ValidityPeriod")
@@ -281,10 +288,10 @@ class TwilioSimulator:
         status = "queued" if form.get("From") else "accepted"
         return {
             "sid": sid, "account_sid": self.account_sid, "api_version": "2010-04-01",
-            "to": form["To"], "from": form.get("From"), "body": form["Body"], "status": status,
+            "to": form["To"], "from": form.get("From"), "body": form.get("Body", ""), "status": status,
             "messaging_service_sid": form.get("MessagingServiceSid"), "direction": "outbound-api",
             "date_created": format_datetime(now), "date_updated": format_datetime(now),
-            "date_sent": None, "num_segments": str(num_segments(form["Body"])), "num_media": "0",
+            "date_sent": None, "num_segments": str(num_segments(form.get("Body", ""))), "num_media": "0",
             "error_code": None, "error_message": None, "price": None, "price_unit": "USD",
             "uri": uri, "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
         }  # fmt: skip
@@ -389,7 +396,7 @@ def _invalid_form(form: dict[str, str]) -> dict[str, Any] | None:
     """Twilio's error for a send request missing a required field, or None."""
     if not form.get("To"):
         return error_body(21604, "A 'To' phone number is required.", 400)
-    if not form.get("Body"):
+    if not (form.get("Body") or form.get("ContentSid")):  # a content template needs no Body
         return error_body(21602, "Message body is required.", 400)
     if not (form.get("From") or form.get("MessagingServiceSid")):
         return error_body(21603, "A 'From' phone number is required.", 400)

@@ -294,9 +294,6 @@ def test_messenger_human_agent_reply_within_7_days_uses_the_human_agent_tag(
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="core: a status update cannot name 'every message up to this watermark' (see report)"
-)
 def test_messenger_read_watermark_marks_earlier_messages_read(start: Start, meta: MetaSimulator) -> None:
     local = start()
     psid = "1000000000000304"

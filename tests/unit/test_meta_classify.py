@@ -218,10 +218,10 @@ def test_messenger_events_are_parsed_and_echoes_ignored() -> None:
     ]  # fmt: skip
     assert {i.channel for i in batch.inbound} == {"messenger"}
     assert batch.inbound[0].received_at is not None and batch.inbound[0].received_at.timestamp() == 1700000000
-    assert [(u.provider_message_id, u.status) for u in batch.statuses] == [
-        ("o1", "delivered"),
-        ("o2", "delivered"),
-    ]
+    assert [(u.provider_message_id, u.status, u.address) for u in batch.statuses] == [
+        ("o1", "delivered", None), ("o2", "delivered", None), ("", "read", "psid"),
+    ]  # fmt: skip
+    assert batch.statuses[2].up_to is not None and batch.statuses[2].up_to.timestamp() == 1700000000
     assert (
         channel.parse_webhook(
             "messenger", request(page_payload("instagram", "222", *payload["entry"][0]["messaging"]))
