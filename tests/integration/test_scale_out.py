@@ -485,12 +485,12 @@ def test_three_workers_together_keep_the_sms_rate(
     )
     clusters.append(cluster)
     numbers = phones(PACED_COUNT, first=6000)
-    # Accepted by an API without a dispatcher, so only the three workers send.
+    # The API has no dispatcher, so only the three workers send; they are idle when the batch arrives.
+    worker_ids = cluster.start_workers(3)
     ids = send_batches(
         cluster.client(), [{"to": {"phone": n}, "content": {"text": "paced"}} for n in numbers]
     )
     assert len(ids) == PACED_COUNT
-    worker_ids = cluster.start_workers(3)
     wait_all_final(db, PACED_COUNT, timeout=60)
     codes = cluster.stop_all()
 
