@@ -213,6 +213,8 @@ class SmsChannel(Channel):
             http_client=self._http,
             environment={},
         )
+        # The SDK loads its Messages resource on first use, blocking the event loop for ~0.1 s; do it now.
+        assert self._client.messages is not None
 
     async def close(self) -> None:
         """Close the aiohttp session."""
@@ -264,7 +266,7 @@ class SmsChannel(Channel):
         sid = request.form.get("MessageSid") or request.form.get("SmsSid")
         sender = request.form.get("From")
         if not sid or not sender:
-            return []
+            raise ValueError("a Twilio inbound message names its MessageSid and From")
         channel = "sms"
         if sender.startswith("whatsapp:"):
             channel, sender = "whatsapp", sender.removeprefix("whatsapp:")
@@ -289,7 +291,7 @@ class SmsChannel(Channel):
         status = (request.form.get("MessageStatus") or "").lower()
         attempt_id = request.query.get("attempt")
         if not sid:
-            return []
+            raise ValueError("a Twilio status callback names its MessageSid")
         if status in _PROGRESS:
             return [StatusUpdate(sid, _PROGRESS[status], attempt_id=attempt_id)]
         if status == "canceled":

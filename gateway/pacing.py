@@ -17,6 +17,8 @@ from gateway import store
 from gateway.core import Gateway
 from gateway.models import ChannelPace
 
+LATE_RETRIES = 3
+
 
 class SharedPacer:
     """Spaces sends on one channel to at most `rate` per second across all dispatchers."""
@@ -30,10 +32,15 @@ class SharedPacer:
         """Return when this process may make its next call on the channel."""
         if not self.interval:
             return
-        slot = await asyncio.to_thread(self.reserve)
-        delay = slot - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        for _ in range(LATE_RETRIES):
+            slot = await asyncio.to_thread(self.reserve)
+            delay = slot - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if time.time() - slot <= self.interval:
+                return
+            # Woken more than a slot late (a busy event loop): sending now would bunch up with the
+            # sends of later slots, so take a fresh slot instead.
 
     def reserve(self) -> float:
         """Take the channel's next slot; return when it starts (unix seconds)."""

@@ -59,6 +59,12 @@ def _aware(value: datetime) -> datetime:
 AwareTime = Annotated[datetime, AfterValidator(_aware)]
 
 
+def _no_repeats(channels: list[str] | None) -> list[str] | None:
+    if channels and len(set(channels)) != len(channels):
+        raise ValueError("channels must not repeat")
+    return channels
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -118,18 +124,16 @@ class SendRequest(Strict):
     human_agent: bool = False
     in_reply_to: ShortText | None = None
     category: Category = "transactional"
-    channels: list[ChannelName] | None = Field(default=None, min_length=1, max_length=11)
+    channels: list[ChannelName] | None = Field(
+        default=None, min_length=1, max_length=11, json_schema_extra={"uniqueItems": True}
+    )
     fallback: FallbackIn | None = None
     ttl: Duration | None = None
     send_at: AwareTime | None = None
     metadata: dict[str, Any] | None = None
     status_callback: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)] | None = None
 
-    @model_validator(mode="after")
-    def _unique_channels(self) -> SendRequest:
-        if self.channels and len(set(self.channels)) != len(self.channels):
-            raise ValueError("channels must not repeat")
-        return self
+    _unique_channels = field_validator("channels")(lambda v: _no_repeats(v))
 
 
 class BatchRequest(Strict):
@@ -190,9 +194,13 @@ class RuleIn(Strict):
 class ExplainRequest(Strict):
     to: To
     category: Category = "transactional"
-    channels: list[ChannelName] | None = Field(default=None, min_length=1, max_length=11)
+    channels: list[ChannelName] | None = Field(
+        default=None, min_length=1, max_length=11, json_schema_extra={"uniqueItems": True}
+    )
     content: Content | None = None
     fallback: FallbackIn | None = None
+
+    _unique_channels = field_validator("channels")(lambda v: _no_repeats(v))
 
 
 # -- responses (documented in /openapi.json; the services build these shapes) --------------------

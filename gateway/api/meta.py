@@ -94,8 +94,15 @@ def openapi_document() -> dict[str, Any]:
         if route.response:
             success["content"] = {"application/json": {"schema": ref[route.response]}}
         op["responses"][str(route.status)] = success
-        for code in ("400", "401", "403", "404", "409", "413", "422"):
-            op["responses"][code] = {"description": "problem", "content": problem}
+        codes = ["400", "401", "403", "404", "409", "413", "422", "429", "503"]
+        if route.body:
+            codes.append("415")
+        retry_after = {"Retry-After": {"schema": {"type": "integer"}}}
+        for code in codes:
+            answer: dict[str, Any] = {"description": "problem", "content": problem}
+            if code in ("429", "503"):
+                answer["headers"] = retry_after
+            op["responses"][code] = answer
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",

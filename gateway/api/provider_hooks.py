@@ -56,7 +56,7 @@ def receive(hook: str) -> Response:
         raise ProblemError(
             403, "forbidden", "Forbidden", "the webhook signature is missing or wrong"
         ) from None
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:  # a payload of the wrong shape
         detail = f"cannot read the payload: {type(exc).__name__}"
         raise ProblemError(400, "malformed-request", "Malformed webhook", detail) from None
     return _answer(handler.webhook_ok)

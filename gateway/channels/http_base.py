@@ -76,8 +76,18 @@ def same(expected: str, given: str | None) -> bool:
 
 
 def json_body(body: bytes) -> Any:
-    """A webhook's JSON body; ValueError (a 400 for the provider) when it is not JSON."""
-    return json.loads(body.decode("utf-8"))
+    """A webhook's JSON object; ValueError (a 400 for the provider) when it is not a JSON object."""
+    data = json.loads(body.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("the payload is not a JSON object")
+    return data
+
+
+def check_shape(payload: dict[str, Any], shape: dict[str, type]) -> None:
+    """A ValueError (400) when a field the provider documents is present with the wrong type."""
+    for key, kind in shape.items():
+        if key in payload and payload[key] is not None and not isinstance(payload[key], kind):
+            raise ValueError(f"{key} should be a {kind.__name__}")
 
 
 class HttpChannel(Channel):

@@ -181,8 +181,12 @@ def payload_of(request: WebhookRequest) -> dict[str, Any]:
 
 
 def items(value: Any) -> list[dict[str, Any]]:
-    """The objects of a JSON list that may be missing or hold junk."""
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+    """The objects of a JSON list that may be missing; a value of another type is a ValueError (400)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    return [item for item in value if isinstance(item, dict)]
 
 
 def from_epoch(value: Any, millis: bool = False) -> datetime | None:

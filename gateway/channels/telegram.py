@@ -20,7 +20,7 @@ from gateway.channels.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from gateway.channels.http_base import HttpChannel, header, json_body, missing_settings, same
+from gateway.channels.http_base import HttpChannel, check_shape, header, json_body, missing_settings, same
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -110,6 +110,9 @@ class TelegramChannel(HttpChannel):
     def parse_webhook(self, hook: str, request: WebhookRequest) -> WebhookBatch:
         """One update: a message (`/start` is a follow), or `my_chat_member` (kicked = blocked)."""
         update = json_body(request.body)
+        check_shape(
+            update, {"message": dict, "edited_message": dict, "my_chat_member": dict, "callback_query": dict}
+        )
         batch = WebhookBatch()
         update_id = str(update["update_id"])
         message = update.get("message")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -58,6 +59,9 @@ def classify_wechat_error(errcode: int, errmsg: str = "") -> ChannelError:
     return ChannelError(kind, f"{meaning}: {errmsg}" if errmsg else meaning, code=str(errcode))
 
 
+REPLAY_WINDOW = 300.0  # seconds a signed WeChat call stays acceptable
+
+
 def wechat_signature(token: str, timestamp: str, nonce: str) -> str:
     """sha1 of the token, timestamp and nonce, sorted and joined."""
     return hashlib.sha1("".join(sorted([token, timestamp, nonce])).encode()).hexdigest()
@@ -83,6 +87,8 @@ def parse_xml(body: bytes) -> dict[str, str]:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
         raise ValueError(f"bad XML: {exc}") from None
+    if root.tag != "xml":
+        raise ValueError(f"WeChat posts <xml>, not <{root.tag}>")
     return {child.tag: (child.text or "").strip() for child in root}
 
 
@@ -107,6 +113,8 @@ class WeChatChannel(HttpChannel):
         self._token_until = 0.0  # time.monotonic() after which the token is fetched again
         self._token_lock = asyncio.Lock()
         self.token_fetches = 0
+        self._seen: dict[tuple[str, str], tuple[str, float]] = {}  # (timestamp, nonce) -> (body hash, when)
+        self._seen_lock = threading.Lock()
 
     @classmethod
     def disabled_reason(cls, settings: Settings) -> str | None:
@@ -195,7 +203,26 @@ class WeChatChannel(HttpChannel):
         return WebhookAnswer(200, request.query.get("echostr", ""))
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
-        return self._signed(request)
+        """The signature, a fresh timestamp, and a nonce not already used for another body.
+
+        WeChat's plaintext-mode signature covers the token, timestamp and nonce but not the body, so a
+        signature seen once could be reused on a forged body: only a fresh, unused (timestamp, nonce)
+        pair is accepted with a body other than the one it first came with."""
+        if not self._signed(request):
+            return False
+        try:
+            stamp = int(request.query.get("timestamp", ""))
+        except ValueError:
+            return False
+        now = time.time()
+        if abs(now - stamp) > REPLAY_WINDOW:
+            return False
+        key = (request.query.get("timestamp", ""), request.query.get("nonce", ""))
+        digest = hashlib.sha256(request.body).hexdigest()
+        with self._seen_lock:
+            self._seen = {k: v for k, v in self._seen.items() if now - v[1] <= REPLAY_WINDOW}
+            first = self._seen.setdefault(key, (digest, now))
+        return first[0] == digest
 
     def parse_webhook(self, hook: str, request: WebhookRequest) -> WebhookBatch:
         fields = parse_xml(request.body)

@@ -22,7 +22,15 @@ from gateway.channels.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from gateway.channels.http_base import HttpChannel, b64_hmac_sha256, header, json_body, missing_settings, same
+from gateway.channels.http_base import (
+    HttpChannel,
+    b64_hmac_sha256,
+    check_shape,
+    header,
+    json_body,
+    missing_settings,
+    same,
+)
 from gateway.errors import ChannelError, ErrorKind
 from gateway.settings import Settings
 
@@ -113,6 +121,7 @@ class XChannel(HttpChannel):
     def parse_webhook(self, hook: str, request: WebhookRequest) -> WebhookBatch:
         """Direct messages received by the business's account; its own sent DMs are skipped."""
         activity = json_body(request.body)
+        check_shape(activity, {"direct_message_events": list, "users": dict, "for_user_id": str})
         ours = str(activity.get("for_user_id", ""))
         batch = WebhookBatch()
         for event in activity.get("direct_message_events") or []:

@@ -5,12 +5,16 @@ configured with the credentials of every simulator there is (Twilio; each `Socia
 `gateway.simulators`; the Meta simulator for WhatsApp, Messenger and Instagram); a channel it cannot
 enable or sign for is skipped with the reason. For each webhook:
 
-- forged: no signature; each signature header or query value with one character changed; the signature of
-  another body (where the scheme signs the body) → 4xx, nothing stored;
-- replayed: a correctly signed request sent twice → stored once (the provider's redelivery is acknowledged);
-- oversized (> 256 KiB, correctly signed) → 413, nothing stored;
-- truncated and wrongly typed payloads, correctly signed (so only the content is wrong) → 4xx, nothing
-  stored.
+- forged: no signature; each signature header or query value with one character changed; the signature
+  of an earlier genuine call put on another message (unless the "signature" is a fixed shared secret, as
+  Telegram's is) → 4xx, nothing stored;
+- replayed: a correctly signed call sent twice → acknowledged twice, stored once;
+- oversized (> 256 KiB), signed and unsigned → 413, nothing stored;
+- truncated: the cut body with the whole body's signature, unsigned, and (JSON, XML) signed as cut → 4xx,
+  nothing stored;
+- wrongly typed (the top level is not an object, a top-level container is a string, XML that is not the
+  provider's, a form that is not a form), correctly signed so that the parser meets them: never a 5xx and
+  nothing stored; and, as issue 7 asks, a 4xx.
 
 "Nothing stored" is checked by counting the rows of every table before and after.
 """
@@ -279,8 +283,8 @@ def kind_of(kit: Kit) -> str:
 
 
 def one_char_changed(value: str) -> str:
-    last = value[-1:] or "x"
-    return value[:-1] + ("A" if last != "A" else "B")
+    """The last character replaced by a digit (not by its other case: hex digests may be read either way)."""
+    return value[:-1] + ("0" if value[-1:] != "0" else "1")
 
 
 def oversized(kit: Kit, body: bytes) -> bytes:
@@ -361,19 +365,28 @@ def test_forged_webhooks_are_refused_and_store_nothing(rig: Rig, channel: str, h
         )
     # A signature seen once, put on another message (unless the "signature" is a fixed secret, as
     # Telegram's secret token is: then holding it is being Telegram).
+    reused = None
     if kit.sign(other, other_query) != kit.sign(body, query):
-        attempts.append(
-            ("an earlier signature on another message", headers, {**other_query, **signed_query}, other)
-        )
+        reused = (headers, {**other_query, **signed_query}, other)
     answers = {}
     for label, sent_headers, sent_query, sent_body in attempts:
         answer = rig.post(hook, sent_body, {"Content-Type": kit.content_type, **sent_headers}, sent_query)
         answers[label] = answer.status
+    assert rig.counts() == before
+    # The genuine article is accepted, so the refusals above were the signature's doing. Then its
+    # signature, once seen, must not carry another body (WeChat's plaintext-mode signature does not
+    # cover the body: the gateway refuses a (timestamp, nonce) already used with a different body; a
+    # signature captured before the gateway ever saw it cannot be told apart in that mode).
+    genuine = rig.post(hook, body, {"Content-Type": kit.content_type, **headers}, {**query, **signed_query})
+    assert 200 <= genuine.status < 300
+    if reused is not None:
+        after_genuine = rig.counts()
+        sent_headers, sent_query, sent_body = reused
+        answer = rig.post(hook, sent_body, {"Content-Type": kit.content_type, **sent_headers}, sent_query)
+        answers["an earlier signature on another message"] = answer.status
+        assert rig.counts() == after_genuine
     accepted = {label: status for label, status in answers.items() if not 400 <= status < 500}
     assert not accepted, f"forgeries not refused: {accepted} (all: {answers})"
-    assert rig.counts() == before
-    # And the genuine article is accepted, so the refusals above were the signature's doing.
-    assert 200 <= rig.signed_post(kit, body, query).status < 300
 
 
 @pytest.mark.parametrize(("channel", "hook"), HOOKS, ids=HOOK_IDS)
@@ -429,7 +442,7 @@ def test_truncated_webhooks_get_4xx_and_store_nothing(rig: Rig, channel: str, ho
     if kind_of(kit) != "form":
         answers |= {f"{k}, signed": v for k, v in storing(rig, kit, cuts, query, signed=True).items()}
     wrong = {k: v for k, v in answers.items() if not 400 <= v[0] < 500 or v[1]}
-    assert not wrong, wrong
+    assert not wrong, f"(status, rows stored, body of a 5xx) by payload: {wrong}"
 
 
 @pytest.mark.parametrize(("channel", "hook"), HOOKS, ids=HOOK_IDS)
@@ -442,7 +455,7 @@ def test_wrongly_typed_webhooks_store_nothing_and_never_answer_5xx(rig: Rig, cha
         f"{k}, unsigned": v for k, v in storing(rig, kit, wrong_types(kit, body), query, False).items()
     }
     wrong = {k: v for k, v in answers.items() if v[0] >= 500 or v[1]}
-    assert not wrong, wrong
+    assert not wrong, f"(status, rows stored, body of a 5xx) by payload: {wrong}"
 
 
 @pytest.mark.parametrize(("channel", "hook"), HOOKS, ids=HOOK_IDS)
@@ -453,7 +466,7 @@ def test_wrongly_typed_webhooks_get_4xx(rig: Rig, channel: str, hook: str) -> No
     body, query = kit.valid()
     answers = storing(rig, kit, wrong_types(kit, body), query, signed=True)
     wrong = {k: v[0] for k, v in answers.items() if not 400 <= v[0] < 500}
-    assert not wrong, wrong
+    assert not wrong, f"status by payload: {wrong}"
 
 
 # -- what the logs show -------------------------------------------------------------------------------

@@ -309,7 +309,7 @@ def sent_by(db: Engine) -> Counter[str]:
 
 def split_text(split: Counter[str], worker_ids: list[str]) -> str:
     total = sum(split.values()) or 1
-    names = {w: f"worker-{i}" for i, w in enumerate(worker_ids)}
+    names = {w: f"worker-{i}" for i, w in enumerate(worker_ids)} | {"(none)": "(none)"}
     return ", ".join(
         f"{names.get(who, 'serve')} {n} ({100 * n / total:.0f}%)" for who, n in sorted(split.items())
     )
@@ -356,10 +356,14 @@ def test_three_workers_send_5000_messages_once_each_and_share_the_work(
     sms_sent = Counter(m["to"] for m in twilio.snapshot())
     email_sent = Counter(r.lower() for m in smtp.messages for r in m["rcpt_tos"])
     statuses = dict(rows(db, "SELECT status, count(*) FROM message GROUP BY status"))
+    by_channel = {
+        f"{c} {s}": n for c, s, n in rows(db, "SELECT channel, status, count(*) FROM message GROUP BY 1, 2")
+    }
     split = sent_by(db)
     print(
         f"\nscale-out: {len(ids)} messages accepted in {accepted_in:.1f}s, all final after {final_in:.1f}s "
-        f"({len(ids) / final_in:.0f}/s); statuses {statuses}; SMS sends {sum(sms_sent.values())} to "
+        f"({len(ids) / final_in:.0f}/s); statuses {by_channel} (SMS `sent`: its receipt came after the "
+        f"step's 20 s timer); SMS sends {sum(sms_sent.values())} to "
         f"{len(sms_sent)} numbers, emails {sum(email_sent.values())} to {len(email_sent)} addresses; "
         f"sends by dispatcher: {split_text(split, worker_ids)}"
     )
