@@ -7,18 +7,15 @@ worker threads; the events of one message (sent, then delivered, then read) neve
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
 import http.client
-import itertools
 import json
-import queue
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
 from typing import Any
+
+from gateway.simulators.poster import OrderedPoster
 
 WABA_ID = "400000000000001"  # the WhatsApp Business Account the simulated number belongs to
 
@@ -79,46 +76,12 @@ def page_webhook(obj: str, account_id: str, psid: str, **event: Any) -> dict[str
     return {"object": obj, "entry": [{"id": account_id, "time": now_ms(), "messaging": [messaging]}]}
 
 
-@dataclass(frozen=True)
-class _Chain:
-    """Webhooks still to post for one message, in order."""
-
-    url: str
-    payloads: tuple[dict[str, Any], ...]
-    gap: float
-    tries: int = 0
-
-
-class WebhookPoster:
+class WebhookPoster(OrderedPoster):
     """Posts signed webhooks from worker threads, one message's events strictly in order."""
 
     def __init__(self, app_secret: str, workers: int = 3, retries: int = 2) -> None:
-        self.app_secret, self.retries = app_secret, retries
-        self._heap: list[tuple[float, int, _Chain]] = []
-        self._order = itertools.count()
-        self._due = threading.Condition()
-        self._ready: queue.Queue[_Chain | None] = queue.Queue()
-        self._stopping = False
-        self._threads = [threading.Thread(target=self._schedule_loop, daemon=True)]
-        self._threads += [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        with self._due:
-            self._stopping = True
-            self._due.notify_all()
-        for _ in self._threads[1:]:
-            self._ready.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    def schedule(self, delay: float, url: str, payloads: list[dict[str, Any]], gap: float) -> None:
-        """Post `payloads` to `url` one after the other, the first after `delay`, then every `gap`."""
-        if payloads:
-            self._push(delay, _Chain(url, tuple(payloads), gap))
+        self.app_secret = app_secret
+        super().__init__(lambda url, payload: 200 <= self.post(url, payload) < 300, workers, retries)
 
     def post(self, url: str, payload: dict[str, Any], signature: str | None = None) -> int:
         """Post one webhook now; the HTTP status (0 when the gateway could not be reached)."""
@@ -137,24 +100,3 @@ class WebhookPoster:
             return int(error.code)
         except (OSError, ValueError, http.client.HTTPException):
             return 0
-
-    def _push(self, delay: float, chain: _Chain) -> None:
-        with self._due:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), chain))
-            self._due.notify()
-
-    def _schedule_loop(self) -> None:
-        with self._due:
-            while not self._stopping:
-                if self._heap and self._heap[0][0] <= time.monotonic():
-                    self._ready.put(heapq.heappop(self._heap)[2])
-                    continue
-                self._due.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-
-    def _work(self) -> None:
-        while (chain := self._ready.get()) is not None:
-            if not 200 <= self.post(chain.url, chain.payloads[0]) < 300 and chain.tries < self.retries:
-                self._push(0.1 * (chain.tries + 1), replace(chain, tries=chain.tries + 1))
-            elif len(chain.payloads) > 1:
-                # Only now the next event: a message's webhooks never overtake each other.
-                self._push(chain.gap, replace(chain, payloads=chain.payloads[1:], tries=0))

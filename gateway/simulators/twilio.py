@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import hashlib
-import heapq
 import hmac
 import http.client
-import itertools
 import json
-import queue
 import re
 import secrets
 import threading
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
+
+from gateway.simulators.poster import OrderedPoster
 
 SYNC_CODES = {21211: 400, 21614: 400, 21408: 400, 21610: 400, 20429: 429}  # code -> HTTP status
 ASYNC_CODES = {30003, 30004, 30005, 30006, 30007, 30008}
@@ -86,75 +86,18 @@ def num_segments(body: str) -> int:
     return 1 if len(body) <= single else -(-len(body) // multi)
 
 
-@dataclass(frozen=True)
-class _Callback:
-    """Status callbacks still to post for one message, in order."""
-
-    url: str
-    events: tuple[dict[str, str], ...]
-    delay: float
-    tries: int = 0
-
-
-class _CallbackSender:
-    """Posts signed callbacks from worker threads; a message's next event waits for the previous."""
-
-    def __init__(self, auth_token: str, workers: int = 3, retries: int = 2) -> None:
-        self.auth_token, self.retries = auth_token, retries
-        self._heap: list[tuple[float, int, _Callback]] = []
-        self._order = itertools.count()
-        self._due = threading.Condition()
-        self._ready: queue.Queue[_Callback | None] = queue.Queue()
-        self._stopping = False
-        self._threads = [threading.Thread(target=self._schedule_loop, daemon=True)]
-        self._threads += [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        with self._due:
-            self._stopping = True
-            self._due.notify_all()
-        for _ in self._threads[1:]:
-            self._ready.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    def schedule(self, delay: float, callback: _Callback) -> None:
-        with self._due:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), callback))
-            self._due.notify()
-
-    def _schedule_loop(self) -> None:
-        with self._due:
-            while not self._stopping:
-                if self._heap and self._heap[0][0] <= time.monotonic():
-                    self._ready.put(heapq.heappop(self._heap)[2])
-                    continue
-                self._due.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-
-    def _work(self) -> None:
-        while (job := self._ready.get()) is not None:
-            if not self._post(job.url, job.events[0]) and job.tries < self.retries:
-                self.schedule(0.1 * (job.tries + 1), replace(job, tries=job.tries + 1))
-            elif len(job.events) > 1:
-                # Only now the next event: a message's callbacks never overtake each other.
-                self.schedule(job.delay, replace(job, events=job.events[1:], tries=0))
-
-    def _post(self, url: str, params: dict[str, str]) -> bool:
-        """Post one form; a refused connection or an error status counts as a failure."""
-        headers = {
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": twilio_signature(self.auth_token, url, params),
-        }
-        data = urlencode(params).encode()
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=5):
-                return True
-        except (OSError, ValueError, http.client.HTTPException):
-            return False
+def _post_callback(auth_token: str, url: str, params: dict[str, str]) -> bool:
+    """Post one signed form; a refused connection or an error status counts as a failure."""
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": twilio_signature(auth_token, url, params),
+    }
+    data = urlencode(params).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=5):
+            return True
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -186,7 +129,7 @@ class TwilioSimulator:
         self._failures: Counter[str] = Counter()  # failures served since the behaviour was set
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
-        self._callbacks: _CallbackSender | None = None
+        self._callbacks: OrderedPoster | None = None
 
     @property
     def base_url(self) -> str:
@@ -203,7 +146,7 @@ class TwilioSimulator:
 
         self._server = _Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
-        self._callbacks = _CallbackSender(self.auth_token)
+        self._callbacks = OrderedPoster(functools.partial(_post_callback, self.auth_token))
         self._callbacks.start()
         # A short poll interval keeps stop() (and so test teardown) quick.
         serve = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -309,7 +252,7 @@ class TwilioSimulator:
         else:
             status = "undelivered" if behaviour.code in (30005, 30006) else "failed"
             events = ({**base, "MessageStatus": status, "ErrorCode": str(behaviour.code)},)
-        self._callbacks.schedule(self.callback_delay, _Callback(url, events, self.callback_delay))
+        self._callbacks.schedule(self.callback_delay, url, events, self.callback_delay)
 
 
 class _Handler(BaseHTTPRequestHandler):
