@@ -1,9 +1,10 @@
 """`gateway demo`: a guided run on local simulators, no credentials needed.
 
-It starts a Twilio stand-in, an SMTP server and a LINE stand-in on loopback, serves the gateway on a
+It starts Twilio, LINE and Meta Graph stand-ins and an SMTP server on loopback, serves the gateway on a
 temporary SQLite database, creates a routing rule for Japan (LINE first) through the API, sends a handful
 of messages that show delivery, a retried transient error, a fallback from SMS to email, a silent channel
-timing out into fallback, a failure with nothing left and a Japanese LINE friend reached on LINE, then
+timing out into fallback, a failure with nothing left, a number not on WhatsApp falling back to SMS, and a
+Japanese LINE friend reached on LINE, then
 prints each message's journey.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from gateway.local import LocalGateway, simulator_settings
 from gateway.simulators.line import LineSimulator
+from gateway.simulators.meta import MetaSimulator
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import Behaviour, TwilioSimulator
 
@@ -48,6 +50,16 @@ SCENARIOS: list[tuple[str, dict[str, Any]]] = [
         {"to": {"email": "unknown-user@demo.test"}, "content": {"text": "Order 5 shipped."}},
     ),
     (
+        "Not on WhatsApp (131026): tried by phone with a template, falls back to SMS at once",
+        {
+            "to": {"phone": "+14155131026"},
+            "content": {
+                "text": "Order 7 shipped.",
+                "templates": {"whatsapp": {"name": "order_update", "language": "en_US", "params": ["7"]}},
+            },
+        },
+    ),
+    (
         "LINE friend in Japan: the country rule sends by LINE (accepted; LINE has no delivery receipts)",
         {
             "to": {"phone": "+819012345678", "identities": {"line": "U4af4980629demo"}},
@@ -70,12 +82,18 @@ def run_demo(timeout: float = 30.0) -> int:
     """Run the scenarios and print their journeys; returns a process exit code."""
     folder = tempfile.mkdtemp(prefix="gateway-demo-")
     database = f"sqlite:///{folder}/gateway.db"
-    print("Channel gateway demo: local Twilio and SMTP simulators, no real provider is called.\n")
-    with TwilioSimulator(callback_delay=0.3) as twilio, SmtpSimulator() as smtp, LineSimulator() as line:
+    print("Channel gateway demo: local stand-ins for every provider, no real provider is called.\n")
+    with (
+        TwilioSimulator(callback_delay=0.3) as twilio,
+        SmtpSimulator() as smtp,
+        LineSimulator() as line,
+        MetaSimulator() as meta,
+    ):
         twilio.set_behaviour("+14155550101", Behaviour(kind="error", code=30008, fail_times=1))
         overrides = (
             simulator_settings(twilio, smtp)
             | line.gateway_settings()
+            | meta.settings()
             | {
                 "database_url": database,
                 "retry_backoff": "1s",
@@ -85,6 +103,7 @@ def run_demo(timeout: float = 30.0) -> int:
         with LocalGateway(overrides) as local:
             print(f"Gateway serving on {local.url}, database {database}\n")
             line.connect(local.url)
+            meta.point_at(local.url)
             rule = local.call("POST", "/v1/routing-rules", JAPAN_RULE)
             if rule.status != 201:
                 print(f"unexpected answer {rule.status}: {rule.body}")
@@ -108,7 +127,8 @@ def run_demo(timeout: float = 30.0) -> int:
             print(
                 f"The SMTP server received {len(smtp.messages)} emails, "
                 f"the Twilio stand-in {len(twilio.messages)} SMS, "
-                f"the LINE stand-in {len(line.messages)} push."
+                f"the LINE stand-in {len(line.messages)} push, the Graph API stand-in {len(meta.messages)} "
+                "WhatsApp message."
             )
             print(
                 "\nKeep exploring: the database stays at\n"

@@ -82,7 +82,7 @@ def test_demo_runs_to_the_end_and_shows_every_journey(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.count("DELIVERED via sms") == 2
+    assert out.count("DELIVERED via sms") == 3
     assert "error transient 30008" in out
     assert "error invalid_address 21211" in out
     assert "error timeout" in out
@@ -92,4 +92,6 @@ def test_demo_runs_to_the_end_and_shows_every_journey(tmp_path: Path) -> None:
     assert "plan: line → sms (rule japan-line-first)" in out
     assert "SENT via line" in out
     assert "the LINE stand-in 1 push" in out
+    assert "plan: whatsapp → sms" in out
+    assert "error unreachable 131026" in out
     assert "Authorization: Bearer gw_" in out
