@@ -61,7 +61,7 @@ def _accept(data: dict[str, Any]) -> str:
 
 def _email(data: dict[str, Any]) -> str:
     gateways = list(data["ratios"])
-    header = ["who", "N", "messages/s"] + [f"{label(g)} / it" for g in gateways]
+    header = ["who", "N", "messages/s"] + [f"{label(g)} ÷ this row" for g in gateways]
     rows = []
     for name, fig in data["rates"].items():
         ratios = [

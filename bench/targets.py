@@ -25,7 +25,8 @@ def _target(
     if measured is None:
         gap = "not measured"
     elif met:
-        gap = "met"
+        margin = measured / goal if op == "≥" else (goal / measured if measured > 0 else float("inf"))
+        gap = f"{margin:.1f}× inside the target"
     elif op == "≥":
         gap = f"{goal / measured:.1f}× short" if measured > 0 else "nothing measured"
     else:
