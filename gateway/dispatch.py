@@ -124,17 +124,19 @@ class Dispatcher:
 
     async def _round(self) -> None:
         assert self._wake is not None
-        free = self.gw.settings.dispatch_concurrency - len(self._inflight)
+        wanted = min(
+            self.gw.settings.dispatch_concurrency - len(self._inflight), self.gw.settings.dispatch_batch
+        )
         claimed: list[str] = []
-        if free > 0:
-            claimed = await asyncio.to_thread(self._claim, min(free, self.gw.settings.dispatch_batch))
+        if wanted > 0:
+            claimed = await asyncio.to_thread(self._claim, wanted)
             for message_id in claimed:
                 self._spawn(self._process(message_id))
         free = self.gw.settings.dispatch_concurrency - len(self._inflight)
         if free > 0:
             for delivery_id in await asyncio.to_thread(self._claim_deliveries, free):
                 self._spawn(self._deliver(delivery_id))
-        if claimed and len(claimed) == min(free, self.gw.settings.dispatch_batch):
+        if claimed and len(claimed) == wanted:
             await asyncio.sleep(0)  # there may be more: claim again once the new tasks started
             return
         timeout = await asyncio.to_thread(self._seconds_until_due)
