@@ -124,6 +124,18 @@ def _postgres(url: str | None) -> str | None:
         return None
 
 
+def argv_of(args: argparse.Namespace) -> list[str]:
+    """The options this run was given, for the report (without the PostgreSQL URL's value)."""
+    out = ["--quick"] * args.quick + ["--profile"] * args.profile + ["--merge"] * args.merge
+    if args.cases != ",".join(CASES):
+        out += ["--cases", args.cases]
+    if args.quiet_load:
+        out += ["--quiet-load", f"{args.quiet_load:g}"]
+    if args.gateway_ref:
+        out += ["--gateway-ref", args.gateway_ref]
+    return out
+
+
 def wait_for_quiet(ctx: Context, below: float, longest: float = 600.0) -> None:
     """Other work on this machine skews every figure: give it a chance to finish first."""
     deadline = time.monotonic() + longest
@@ -188,6 +200,7 @@ def run(
         "reps": sizes["reps"],
         "sizes": sizes,
         "cases": {},
+        "commands": [" ".join(["python -m bench", *(argv_of(args))])],
     }
     started = time.monotonic()
     failed = False
@@ -230,6 +243,7 @@ def run(
         previous = json.loads(out.read_text())
         results["merged_from"] = {"started_at": previous["started_at"], "commit": previous.get("commit")}
         results["cases"] = {**previous["cases"], **results["cases"]}
+        results["commands"] = previous.get("commands", []) + results["commands"]
         results["profile"] = results.get("profile") or previous.get("profile")
     results["finished_at"] = datetime.now(UTC).isoformat()
     results["duration_s"] = time.monotonic() - started

@@ -22,7 +22,10 @@ def _bars(ax: Axes, labels: list[str], figs: list[dict[str, Any]], colors: list[
     ax.invert_yaxis()
     ax.margins(x=0.15)
     for i, value in enumerate(medians):
-        ax.annotate(f" {value:,.0f}" if value >= 10 else f" {value:.2f}", (value, i), va="center", fontsize=8)
+        text = f"{value:,.0f}" if value >= 10 else f"{value:.2f}"
+        ax.annotate(
+            text, (value + high[i], i), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8
+        )
 
 
 def _color(name: str) -> str:

@@ -157,6 +157,7 @@ SECTIONS = [
 
 def render(results: dict[str, Any], charts: dict[str, Path], doc: Path, methods: dict[str, str]) -> str:
     m = results["machine"]
+    when = str(results.get("finished_at") or results["started_at"])
     parts = [
         "# Benchmarks\n",
         "The gateway against the libraries people use today and against one-insert baselines, all on "
@@ -165,10 +166,13 @@ def render(results: dict[str, Any], charts: dict[str, Path], doc: Path, methods:
         f"Reproduce: `.venv/bin/pip install -e '.[bench]' && .venv/bin/python -m bench` "
         f"(this run: about {_minutes(results):.0f} minutes of measuring; `--quick` for a smoke run; "
         "`--cases email --merge` re-measures one case into the existing results).\n",
-        f"This run: {results['started_at']}, mode `{results['mode']}`, {results['reps']} runs per figure "
+        f"Results of {when[:16]} UTC, mode `{results['mode']}`, {results['reps']} runs per figure "
         f"unless said otherwise, {m['cpus']} CPUs, {m['memory_gib']:.0f} GiB, Python {m['python']}, "
         f"{m['platform']}; "
         f"gateway commit `{results.get('commit') or 'unknown'}`.\n",
+        "Commands of this results file, in order (later ones re-measured the cases they name): "
+        + "; ".join(f"`{c}`" for c in results.get("commands", []))
+        + ".\n",
         "## Targets\n",
         _targets(results),
     ]
