@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -131,10 +132,8 @@ def _worker(_args: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_sigterm(stop)
     print(f"gateway: worker {dispatcher.worker} running", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     scheduler.shutdown(wait=False)
     dispatcher.stop()
     return 0

@@ -9,6 +9,7 @@ Database calls run in worker threads so a slow commit never stalls the sends in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -140,10 +141,8 @@ class Dispatcher:
             await asyncio.sleep(0)  # there may be more: claim again once the new tasks started
             return
         timeout = await asyncio.to_thread(self._seconds_until_due)
-        try:
+        with contextlib.suppress(TimeoutError):  # woken by nobody: the next due time has come
             await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
         self._wake.clear()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -17,6 +17,7 @@ Several processes (docs/operations.md):
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -368,10 +369,8 @@ def dispatcher_stopped(channels: list[str]) -> None:
         mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
         return
     for channel in channels:
-        try:
+        with contextlib.suppress(KeyError):  # never set in this process
             BREAKER_STATE.remove(channel)
-        except KeyError:
-            pass
 
 
 # -- queue figures, from the database ----------------------------------------------------------------

@@ -135,7 +135,7 @@ def start_server(host: str, port: int, app: Callable[[Request], Reply]) -> Serve
     """Serve `app` from a daemon thread; port 0 picks a free port (see `server.server_address`)."""
 
     class AppHandler(Handler):
-        pass
+        """A handler bound to this server's app."""
 
     AppHandler.app = staticmethod(app)
     server = Server((host, port), AppHandler)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Behaviour:
             raise ValueError("an error behaviour needs an error name")
 
 
-class SocialSimulator:
+class SocialSimulator(ABC):
     """Base of the provider simulators; subclasses set `name` and `errors` and implement `route`."""
 
     name: ClassVar[str]
@@ -176,9 +177,9 @@ class SocialSimulator:
 
     # -- webhooks to the gateway -----------------------------------------------------------------
 
+    @abstractmethod
     def signed(self, body: bytes, query: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Headers and query parameters that sign `body` as the provider does."""
-        raise NotImplementedError
 
     def post_webhook(
         self,
@@ -224,8 +225,9 @@ class SocialSimulator:
             return Reply(200, {"ok": True, "recipients": sorted(wanted)})
         return self.route(request)
 
+    @abstractmethod
     def route(self, request: Request) -> Reply:
-        raise NotImplementedError
+        """Answer one call to the provider's API."""
 
 
 def serve(simulator: SocialSimulator) -> None:
