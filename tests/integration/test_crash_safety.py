@@ -45,6 +45,7 @@ def _env(
         "GATEWAY_DISPATCH_LEASE": "2s",
         "GATEWAY_DISPATCH_INTERVAL": "0.2s",
         "GATEWAY_CHANNEL_RATES": "sms=0",
+        "GATEWAY_API_RATE_LIMIT": "0",  # the test polls 200 messages as fast as it can
         "GATEWAY_LOG_LEVEL": "warning",
         # Receipts the simulator posted while the gateway was down are lost (as with Twilio); the
         # step's timer then ends those messages as `sent`.
@@ -83,7 +84,9 @@ def _client(port: int, key: str) -> LocalGateway:
 
 def _final_state(client: LocalGateway, message_id: str) -> str | None:
     """`delivered`, or `sent` once the last step's timer ran out; None while still in progress."""
-    message = client.call("GET", f"/v1/messages/{message_id}").body
+    answer = client.call("GET", f"/v1/messages/{message_id}")
+    assert answer.status == 200, answer.body
+    message = answer.body
     if message["status"] == "delivered":
         return "delivered"
     last = message["attempts"][-1]
