@@ -610,7 +610,9 @@ def test_breaker_opens_on_failing_provider_falls_back_at_once_and_closes_after_r
         assert answer.status == 202
         first.append(answer.body["id"])
     for message_id in first:  # each tried SMS (and failed), then fell back to email
-        message = wait_for(local, message_id, lambda m: m["channel"] == "email" and m["status"] == "sent")
+        message = wait_for(
+            local, message_id, lambda m: m["channel"] == "email" and m["status"] == "sent", timeout=45
+        )
         assert journey(message)[0] == ("sms", "failed", "transient")
     assert sum(twilio.sends_to(n) for n in failing[:4]) >= 4
 
