@@ -259,7 +259,6 @@ class _Handler(BaseHTTPRequestHandler):
     """One HTTP/1.1 keep-alive connection to the simulator."""
 
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are written separately: do not wait 40 ms between them
     timeout = 60  # idle keep-alive connections close after a minute
     sim: TwilioSimulator
 
