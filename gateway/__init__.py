@@ -47,6 +47,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(module.bp)
 
     guards.install(app)
+    from gateway import admin
+
+    admin.install(app)  # the console under /admin
     from gateway import logs, metrics
 
     logs.install(app)  # request ids (X-Request-Id) and one log line per request

@@ -61,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     load = autos.add_parser("load", help="create or replace auto-replies from a TOML file")
     load.add_argument("file", type=Path)
     load.set_defaults(run=_auto_replies_load)
+    admin = sub.add_parser("admin", help="console users").add_subparsers(required=True, metavar="ACTION")
+    for action, helptext in (
+        ("create-user", "create a console user (asks for the password)"),
+        ("set-password", "change a user's password (ends their sessions)"),
+        ("delete-user", "delete a console user (ends their sessions)"),
+    ):
+        cmd = admin.add_parser(action, help=helptext)
+        cmd.add_argument("name")
+        if action != "delete-user":
+            cmd.add_argument(
+                "--password-stdin", action="store_true", help="read the password from stdin (for scripts)"
+            )
+        cmd.set_defaults(run=_admin_user, action=action)
+    admin.add_parser("list-users", help="one line per console user").set_defaults(run=_admin_list)
     return parser
 
 
@@ -103,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         inbound_email = InboundEmailServer(gw, host, port).start()
         print(f"gateway: receiving email on smtp://{host}:{port}", flush=True)
     server = create_server(app, host=args.host, port=args.port, threads=args.threads)
-    print(f"gateway: serving on http://{args.host}:{server.effective_port}", flush=True)
+    print(f"gateway: serving on http://{args.host}:{getattr(server, "effective_port", args.port)}", flush=True)
     _stop_on_sigterm()
     try:
         server.run()
@@ -224,6 +238,53 @@ def _auto_replies_load(args: argparse.Namespace) -> int:
     with store.transaction(gw.engine) as session:
         names = load_auto_replies_file(session, gw, args.file)
     print(f"loaded {len(names)} auto-replies: {', '.join(names)}")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise ProblemError(422, "validation-error", "Invalid request", "the passwords differ")
+    return first
+
+
+def _admin_user(args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services import admin_users
+
+    password = "" if args.action == "delete-user" else _read_password(args)
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        if args.action == "create-user":
+            admin_users.create_user(session, args.name, password, gw.clock())
+        elif args.action == "set-password":
+            admin_users.set_password(session, args.name, password)
+        else:
+            admin_users.delete_user(session, args.name)
+        admin_users.audit(session, "cli", f"user.{args.action}", args.name, None, None, gw.clock())
+    print(
+        {"create-user": "created", "set-password": "changed the password of", "delete-user": "deleted"}[
+            args.action
+        ]
+        + f" {args.name}"
+    )
+    return 0
+
+
+def _admin_list(_args: argparse.Namespace) -> int:
+    from gateway import store
+    from gateway.services import admin_users
+    from gateway.timeutil import rfc3339
+
+    gw = _gateway()
+    with store.transaction(gw.engine) as session:
+        for user in admin_users.list_users(session):
+            last = rfc3339(user.last_login_at) if user.last_login_at else "never"
+            print(f"{user.name}\tcreated {rfc3339(user.created_at)}\tlast sign-in {last}")
     return 0
 
 

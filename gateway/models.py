@@ -280,3 +280,30 @@ class ChannelPace(SQLModel, table=True):
 
     channel: str = Field(primary_key=True, max_length=20)
     next_slot: float = 0.0
+
+
+class AdminUser(SQLModel, table=True):
+    """A person who signs in to the console; only an argon2 hash of the password is kept."""
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(unique=True, max_length=100)
+    password_hash: str = Field(max_length=255)
+    failed_logins: int = 0  # since the last successful sign-in
+    locked_until: datetime | None = None
+    # Bumped on sign-out-everywhere and password change: older session cookies stop working.
+    session_version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    """One change made through the console or the CLI: who, when, what, before and after."""
+
+    __table_args__ = (Index("ix_audit_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=100)  # admin user name, or "cli"
+    action: str = Field(max_length=40)  # e.g. rule.create, rule.update, key.revoke
+    target: str = Field(max_length=60)  # the id of what changed
+    before: dict[str, Any] | None = _json()
+    after: dict[str, Any] | None = _json()

@@ -158,3 +158,70 @@ def receiver() -> Iterator[Receiver]:
     found = Receiver()
     yield found
     found.stop()
+
+
+# -- the admin console ----------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def admin_user(gateway: LocalGateway) -> str:
+    """A console user `ada` with ADMIN_PASSWORD; returns the name."""
+    from gateway import store
+    from gateway.services import admin_users
+
+    with store.transaction(gateway.gw.engine) as session:
+        admin_users.create_user(session, "ada", ADMIN_PASSWORD, gateway.gw.clock())
+    return "ada"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (never a downloaded browser); skips when it is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (.ci/run installs Debian's chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context and page (own cookies), 1280 px wide."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    yield context.new_page()
+    context.close()
+
+
+def sign_in(page: Any, local: LocalGateway, name: str = "ada", password: str = ADMIN_PASSWORD) -> None:
+    """Sign in through the form and land on the dashboard."""
+    page.goto(f"{local.url}/admin/login")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{local.url}/admin/")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Save the page as docs/screenshots/<name>.png (embedded in the README)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
