@@ -29,6 +29,26 @@ FAST = {
 }
 
 
+def process_env(
+    database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator, port: int, tmp: Path, **extra: str
+) -> dict[str, str]:
+    """Environment for a `gateway` command run as a child process: simulators, database, an empty
+    config file, the given public port; `extra` maps GATEWAY_* names to values."""
+    config = tmp / "gateway.toml"
+    config.write_text("")
+    settings = simulator_settings(twilio, smtp) | {
+        "database_url": database_url,
+        "public_url": f"http://127.0.0.1:{port}",
+    }
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "GATEWAY_CONFIG_FILE": str(config),
+        **{f"GATEWAY_{name.upper()}": str(value) for name, value in settings.items()},
+        **extra,
+    }
+
+
 def postgres_schema_url(base: str, schema: str) -> str:
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options=-csearch_path%3D{schema}"

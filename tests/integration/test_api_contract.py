@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,6 +18,7 @@ from sqlmodel import Session, SQLModel
 from gateway import models
 from gateway.local import Answer, LocalGateway
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
+from tests.conftest import status_is, wait_for
 
 DELIVERS = "+14155550100"
 DELIVERS_TOO = "+14155550101"
@@ -30,27 +29,6 @@ MAX_BODY = 256 * 1024
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def wait_for(
-    local: LocalGateway,
-    message_id: str,
-    done: Callable[[dict[str, Any]], bool],
-    timeout: float = 15.0,
-) -> dict[str, Any]:
-    """Poll GET /v1/messages/{id} until `done(message)`; fail with the last state otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        message = local.call("GET", f"/v1/messages/{message_id}").body
-        if done(message):
-            return message
-        if time.monotonic() > deadline:
-            raise AssertionError(f"message did not get there in {timeout}s: {message}")
-        time.sleep(0.05)
-
-
-def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda m: m["status"] in statuses
 
 
 def row_counts(local: LocalGateway) -> dict[str, int]:

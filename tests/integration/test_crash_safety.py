@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,8 +14,8 @@ import pytest
 from gateway.local import LocalGateway, free_port
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import Behaviour, TwilioSimulator
+from tests.conftest import process_env
 
-ROOT = Path(__file__).resolve().parents[2]
 COUNT = 200
 CONCURRENCY = 8
 NUMBERS = [f"+1415555{2000 + i:04d}" for i in range(COUNT)]
@@ -25,22 +24,7 @@ NUMBERS = [f"+1415555{2000 + i:04d}" for i in range(COUNT)]
 def _env(
     database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator, port: int, tmp: Path
 ) -> dict[str, str]:
-    config = tmp / "gateway.toml"
-    config.write_text("")
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "GATEWAY_CONFIG_FILE": str(config),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "GATEWAY_TWILIO_ACCOUNT_SID": twilio.account_sid,
-        "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "GATEWAY_TWILIO_FROM": "+14155550000",
-        "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
-        "GATEWAY_SMTP_HOST": "127.0.0.1",
-        "GATEWAY_SMTP_PORT": str(smtp.port),
-        "GATEWAY_SMTP_TLS": "none",
-        "GATEWAY_SMTP_FROM": "gw@example.test",
+    extra = {
         "GATEWAY_DISPATCH_CONCURRENCY": str(CONCURRENCY),
         "GATEWAY_DISPATCH_LEASE": "2s",
         "GATEWAY_DISPATCH_INTERVAL": "0.2s",
@@ -51,6 +35,7 @@ def _env(
         # step's timer then ends those messages as `sent`.
         "GATEWAY_DEFAULT_AFTER": "3s",
     }
+    return process_env(database_url, twilio, smtp, port, tmp, **extra)
 
 
 def _serve(env: dict[str, str], port: int, tmp: Path) -> subprocess.Popen[bytes]:

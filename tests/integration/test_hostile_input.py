@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import pkgutil
 import re
 import secrets
@@ -51,8 +50,8 @@ from gateway.local import Answer, LocalGateway, free_port, simulator_settings
 from gateway.simulators import social
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
+from tests.conftest import process_env
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_BODY = 256 * 1024
 SILENT = "+14155599999"  # the Twilio simulator accepts sends to it and never reports on them
 
@@ -487,28 +486,19 @@ def test_logs_never_show_bodies_numbers_or_secrets(tmp_path: Path, log_format: s
     twilio_token = "tw-auth-" + secrets.token_hex(12)
     with TwilioSimulator(callback_delay=0.05, auth_token=twilio_token) as twilio, SmtpSimulator() as smtp:
         port = free_port()
-        (tmp_path / "gateway.toml").write_text("")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "GATEWAY_CONFIG_FILE": str(tmp_path / "gateway.toml"),
-            "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gateway.db",
-            "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "GATEWAY_TWILIO_ACCOUNT_SID": twilio.account_sid,
-            "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
-            "GATEWAY_TWILIO_FROM": "+14155550000",
-            "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
-            "GATEWAY_SMTP_HOST": "127.0.0.1",
-            "GATEWAY_SMTP_PORT": str(smtp.port),
-            "GATEWAY_SMTP_TLS": "none",
-            "GATEWAY_SMTP_FROM": "gw@example.test",
-            "GATEWAY_SMTP_PASSWORD": SMTP_PASSWORD,
-            "GATEWAY_LOG_LEVEL": "debug",
-            "GATEWAY_LOG_FORMAT": log_format,
-            "GATEWAY_DISPATCH_INTERVAL": "0.2s",
-            "GATEWAY_RETRY_BACKOFF": "0.2s",
-            "GATEWAY_CHANNEL_RATES": "sms=0",
-        }
+        env = process_env(
+            f"sqlite:///{tmp_path}/gateway.db",
+            twilio,
+            smtp,
+            port,
+            tmp_path,
+            GATEWAY_SMTP_PASSWORD=SMTP_PASSWORD,
+            GATEWAY_LOG_LEVEL="debug",
+            GATEWAY_LOG_FORMAT=log_format,
+            GATEWAY_DISPATCH_INTERVAL="0.2s",
+            GATEWAY_RETRY_BACKOFF="0.2s",
+            GATEWAY_CHANNEL_RATES="sms=0",
+        )
         key = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "keys", "create", "--scope", "admin", "--name", "logs"],
             env=env, cwd=tmp_path, check=True, capture_output=True, text=True,

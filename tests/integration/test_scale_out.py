@@ -41,8 +41,8 @@ from sqlalchemy.pool import NullPool
 from gateway.local import LocalGateway, free_port, simulator_settings
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import Behaviour, TwilioSimulator
+from tests.conftest import process_env
 
-ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 
 pytestmark = [
@@ -201,22 +201,7 @@ class Cluster:
 def cluster_env(
     database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator, port: int, tmp: Path, **extra: str
 ) -> dict[str, str]:
-    config = tmp / "gateway.toml"
-    config.write_text("")
-    return {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "GATEWAY_CONFIG_FILE": str(config),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "GATEWAY_TWILIO_ACCOUNT_SID": twilio.account_sid,
-        "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "GATEWAY_TWILIO_FROM": "+14155550000",
-        "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
-        "GATEWAY_SMTP_HOST": "127.0.0.1",
-        "GATEWAY_SMTP_PORT": str(smtp.port),
-        "GATEWAY_SMTP_TLS": "none",
-        "GATEWAY_SMTP_FROM": "gw@example.test",
+    settings = {
         "GATEWAY_DB_POOL_SIZE": "6",
         "GATEWAY_DISPATCH_INTERVAL": "0.2s",
         "GATEWAY_DISPATCH_LEASE": "10s",
@@ -227,8 +212,8 @@ def cluster_env(
         "GATEWAY_LOG_LEVEL": "warning",
         # Receipts the simulator could not post (gateway busy or away) end the step as `sent` after this.
         "GATEWAY_DEFAULT_AFTER": "20s",
-        **extra,
     }
+    return process_env(database_url, twilio, smtp, port, tmp, **(settings | extra))
 
 
 def make_cluster(
