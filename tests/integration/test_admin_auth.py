@@ -25,14 +25,21 @@ def _token(html: str) -> str:
     return found.group(1)
 
 
-def _signed_in(local: LocalGateway, name: str = "ada", password: str = ADMIN_PASSWORD) -> requests.Session:
-    web = requests.Session()
+def _post_login(
+    web: requests.Session, local: LocalGateway, name: str, password: str, query: str = ""
+) -> requests.Response:
+    """Fetch the sign-in form (for its CSRF token) and post it, without following the redirect."""
     form = web.get(f"{local.url}/admin/login")
-    answer = web.post(
-        f"{local.url}/admin/login",
+    return web.post(
+        f"{local.url}/admin/login{query}",
         data={"name": name, "password": password, "csrf_token": _token(form.text)},
         allow_redirects=False,
     )
+
+
+def _signed_in(local: LocalGateway, name: str = "ada", password: str = ADMIN_PASSWORD) -> requests.Session:
+    web = requests.Session()
+    answer = _post_login(web, local, name, password)
     assert answer.status_code == 302, answer.text
     assert answer.headers["Location"].endswith("/admin/")
     return web
@@ -46,12 +53,7 @@ def test_pages_need_a_session(gateway: LocalGateway) -> None:
 
 def test_sign_in_sets_a_protected_cookie_and_sign_out_ends_it(gateway: LocalGateway, admin_user: str) -> None:
     web = requests.Session()
-    form = web.get(f"{gateway.url}/admin/login")
-    answer = web.post(
-        f"{gateway.url}/admin/login",
-        data={"name": admin_user, "password": ADMIN_PASSWORD, "csrf_token": _token(form.text)},
-        allow_redirects=False,
-    )
+    answer = _post_login(web, gateway, admin_user, ADMIN_PASSWORD)
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/admin" in cookie
     assert "Secure" not in cookie  # the public URL is http here
@@ -112,17 +114,9 @@ def test_a_password_change_ends_other_sessions(gateway: LocalGateway, admin_user
 def test_lock_out_after_repeated_failures(gateway: LocalGateway, admin_user: str) -> None:
     web = requests.Session()
     for _ in range(admin_users.MAX_FAILURES):
-        form = web.get(f"{gateway.url}/admin/login")
-        wrong = web.post(
-            f"{gateway.url}/admin/login",
-            data={"name": admin_user, "password": "wrong password!", "csrf_token": _token(form.text)},
-        )
+        wrong = _post_login(web, gateway, admin_user, "wrong password!")
         assert wrong.status_code == 401 and "Wrong name or password" in wrong.text
-    form = web.get(f"{gateway.url}/admin/login")
-    locked = web.post(
-        f"{gateway.url}/admin/login",
-        data={"name": admin_user, "password": ADMIN_PASSWORD, "csrf_token": _token(form.text)},
-    )
+    locked = _post_login(web, gateway, admin_user, ADMIN_PASSWORD)
     assert locked.status_code == 401 and "locked" in locked.text
     with store.transaction(gateway.gw.engine) as session:
         user = admin_users.find_user(session, admin_user)
@@ -147,13 +141,7 @@ def test_unknown_names_and_api_keys_are_not_passwords(gateway: LocalGateway, adm
 
 
 def test_next_only_goes_inside_the_console(gateway: LocalGateway, admin_user: str) -> None:
-    web = requests.Session()
-    form = web.get(f"{gateway.url}/admin/login")
-    answer = web.post(
-        f"{gateway.url}/admin/login?next=//evil.example/",
-        data={"name": admin_user, "password": ADMIN_PASSWORD, "csrf_token": _token(form.text)},
-        allow_redirects=False,
-    )
+    answer = _post_login(requests.Session(), gateway, admin_user, ADMIN_PASSWORD, "?next=//evil.example/")
     assert answer.headers["Location"].endswith("/admin/")
 
 
