@@ -7,16 +7,19 @@ the gateway's error kinds through one table, `classify_twilio_error`, following 
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from twilio.base import values
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from gateway.adapt import ContentSupport, TextPolicy, sms_segments
 from gateway.channels.base import (
     AddressKind,
     Channel,
@@ -124,7 +127,7 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
             method,
             self.rebase(url),
             params=params,
-            data=data,
+            data=_form_fields(data) if data is not None else None,
             headers=headers,
             auth=None,
             timeout=timeout if timeout is not None else self.timeout,
@@ -136,6 +139,18 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
         parts = urlsplit(url)
         path = self._base.path.rstrip("/") + parts.path
         return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
+
+
+def _form_fields(data: dict[str, object]) -> Any:
+    """The form as (name, value) pairs: a list value (MediaUrl) repeats its name, as Twilio expects."""
+    pairs: list[tuple[str, object]] = []
+    for name, value in data.items():
+        pairs += [(name, item) for item in value] if isinstance(value, list) else [(name, value)]
+    return pairs
+
+
+# Images an MMS carries on every US and Canadian carrier (Twilio: "accepted content types").
+MMS_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif"})
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -170,7 +185,9 @@ class SmsChannel(Channel):
     address_kind: ClassVar[AddressKind] = "phone"
     delivery_receipts: ClassVar[bool] = True
     read_receipts: ClassVar[bool] = False
+    # Twilio's limit for one message's Body; longer texts are cut (links and numbered lists kept).
     max_text_length: ClassVar[int] = 1600
+    text_policy: ClassVar[TextPolicy] = "truncate"
     default_rate: ClassVar[float] = 10.0
     status_webhook: ClassVar[str | None] = "twilio/status"
     inbound_webhook: ClassVar[str | None] = "twilio/inbound"
@@ -199,6 +216,13 @@ class SmsChannel(Channel):
         if not missing:
             return None
         return ", ".join(missing) + (" is not set" if len(missing) == 1 else " are not set")
+
+    def content_support(self) -> ContentSupport:
+        """Plain SMS shows no media; with GATEWAY_TWILIO_MMS=on images go as MMS (MediaUrl)."""
+        support = super().content_support()
+        if self.settings.twilio_mms == "on":
+            return replace(support, media_types=MMS_IMAGE_TYPES)
+        return support
 
     async def open(self) -> None:
         """Create the SDK client and its aiohttp session in the running loop."""
@@ -236,6 +260,7 @@ class SmsChannel(Channel):
                 from_=self.settings.twilio_from,
                 messaging_service_sid=service_sid,
                 body=message.text,
+                media_url=[m.url for m in message.media] or values.unset,
                 status_callback=message.status_callback_url,
                 validity_period=validity_period(message.expires_at),
             )
@@ -251,7 +276,8 @@ class SmsChannel(Channel):
             # The SDK could not decode the answer (not JSON): a proxy or an outage page.
             detail = f"unreadable answer from Twilio: {exc}"
             raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
-        return SendResult(provider_message_id=str(created.sid), status="accepted")
+        segments = sms_segments(message.text).count
+        return SendResult(provider_message_id=str(created.sid), status="accepted", segments=segments)
 
     def verify_webhook(self, request: WebhookRequest) -> bool:
         """Check X-Twilio-Signature against the public URL and the form."""

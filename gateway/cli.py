@@ -117,7 +117,9 @@ def _serve(args: argparse.Namespace) -> int:
         inbound_email = InboundEmailServer(gw, host, port).start()
         print(f"gateway: receiving email on smtp://{host}:{port}", flush=True)
     server = create_server(app, host=args.host, port=args.port, threads=args.threads)
-    print(f"gateway: serving on http://{args.host}:{getattr(server, "effective_port", args.port)}", flush=True)
+    print(
+        f"gateway: serving on http://{args.host}:{getattr(server, 'effective_port', args.port)}", flush=True
+    )
     _stop_on_sigterm()
     try:
         server.run()
@@ -186,7 +188,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
     gw = _gateway()
     with store.transaction(gw.engine) as session:
-        _, secret = create_key(session, gw, args.name, args.scope)
+        _, secret = create_key(session, gw, args.name, args.scope, actor="cli")
     print(secret)
     return 0
 
@@ -208,7 +210,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
     gw = _gateway()
     with store.transaction(gw.engine) as session:
-        revoke_key(session, gw, args.id)
+        revoke_key(session, gw, args.id, actor="cli")
     print(f"revoked {args.id}")
     return 0
 

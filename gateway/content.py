@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from gateway.adapt import adapt
 from gateway.channels.base import Channel, OutgoingMessage
 from gateway.core import Gateway
 from gateway.inbound.reply_token import (
@@ -16,30 +15,18 @@ from gateway.inbound.reply_token import (
 from gateway.progress import SendJob
 
 
-def plain_text(content: dict[str, Any]) -> str | None:
-    """The text, with media as links and buttons as a numbered list (for channels without either)."""
-    text = content.get("text")
-    parts = [text] if text else []
-    for media in content.get("media") or []:
-        parts.append(f"{media.get('filename') or 'Attachment'}: {media['url']}")
-    buttons = content.get("buttons") or []
-    if buttons:
-        parts.append("\n".join(f"{i}. {b['title']}" for i, b in enumerate(buttons, 1)))
-        parts.append("Reply with a number.")
-    return "\n\n".join(parts) if parts else None
-
-
 def outgoing_for(channel: Channel, job: SendJob, gw: Gateway) -> OutgoingMessage:
-    """What the adapter sends for this attempt."""
+    """What the adapter sends for this attempt: the content fitted to the channel (gateway/adapt.py)."""
     content = job.content
+    fitted = adapt(content, channel.content_support())
     reply_to, headers = _email_extras(channel, job, gw) if channel.address_kind == "email" else (None, {})
     return OutgoingMessage(
         attempt_id=job.attempt_id,
         message_id=job.message_id,
         address=job.address,
-        text=plain_text(content),
+        text=fitted.text,
         subject=content.get("subject"),
-        html=content.get("html"),
+        html=fitted.html,
         template=(content.get("templates") or {}).get(channel.name),
         status_callback_url=channel.status_callback_url(job.attempt_id),
         expires_at=job.expires_at,
@@ -47,6 +34,10 @@ def outgoing_for(channel: Channel, job: SendJob, gw: Gateway) -> OutgoingMessage
         human_agent=job.human_agent,
         reply_to=reply_to,
         headers=headers,
+        reply_token=job.reply_token,
+        parts=fitted.parts,
+        media=fitted.media,
+        buttons=fitted.buttons,
     )
 
 

@@ -47,7 +47,7 @@ def erase_old_bodies(gw: Gateway) -> int:
             .values(content=None, metadata_=None),
             update(InboundMessage)
             .where(col(InboundMessage.received_at) < cutoff, col(InboundMessage.text).is_not(None))
-            .values(text=None, raw=None),
+            .values(text=None, raw=None, reply_token=None),
             update(Event)
             .where(col(Event.created_at) < cutoff, col(Event.data).is_not(None))
             .values(data=None),

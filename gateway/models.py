@@ -110,7 +110,11 @@ class Message(SQLModel, table=True):
 class Attempt(SQLModel, table=True):
     """One try of one plan step on one channel."""
 
-    __table_args__ = (Index("ix_attempt_address", "channel", "address"),)
+    # ix_attempt_created: the console dashboard reads the attempts of the last hour or day.
+    __table_args__ = (
+        Index("ix_attempt_address", "channel", "address"),
+        Index("ix_attempt_created", "created_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     message_id: str = Field(foreign_key="message.id", index=True, max_length=40)
@@ -123,8 +127,11 @@ class Attempt(SQLModel, table=True):
     error_kind: str | None = Field(default=None, max_length=20)
     error_code: str | None = Field(default=None, max_length=64)
     error_detail: str | None = Field(default=None, max_length=1000)
+    segments: int | None = None  # SMS segments the text cost (gateway/adapt.py)
     sends: int = 0
     sent_by: str | None = Field(default=None, max_length=64)  # the dispatcher that made the last send
+    # Sends the channel's template, not text (the provider reported the window closed after accepting text).
+    as_template: bool = False
     deadline_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -193,6 +200,9 @@ class InboundMessage(SQLModel, table=True):
     in_reply_to: str | None = Field(default=None, max_length=40)
     received_at: datetime = Field(default_factory=utcnow)
     raw: dict[str, Any] | None = _sealed()
+    # The provider's one-use token for answering this message (LINE replyToken), until used or expired.
+    reply_token: str | None = _sealed()
+    reply_token_expires_at: datetime | None = None
 
 
 class WebhookSubscription(SQLModel, table=True):
@@ -202,6 +212,8 @@ class WebhookSubscription(SQLModel, table=True):
     url: str = Field(max_length=2048)
     events: list[str] | None = _json()
     secret: str = Field(max_length=100)
+    # A bot hook: its answer to a `message.inbound` event may carry a reply (gateway/bot_hooks.py).
+    respond: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     deleted_at: datetime | None = None
 
@@ -237,6 +249,9 @@ class EventDelivery(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # A bot hook's answer: the reply message it produced, or why it produced none.
+    reply_message_id: str | None = Field(default=None, max_length=40)
+    reply_error: str | None = Field(default=None, max_length=500)
 
 
 class AutoReplyRule(SQLModel, table=True):

@@ -18,12 +18,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from gateway import metrics
 from gateway.channels.base import SendResult, StatusUpdate
 from gateway.errors import ChannelError, ErrorKind
 from gateway.ids import new_id
+from gateway.inbound.provider_tokens import take_reply_token
 from gateway.models import Attempt, ChannelState, Message
 from gateway.routing import RetrySpec, receipt_reached
 from gateway.timeutil import add_seconds
@@ -93,6 +95,22 @@ def decide_after_error(
     return GiveUp("all-channels-failed")
 
 
+ABSENT_STATES = "absent_channel_states"  # session.info key: (contact, channel) pairs known to have no row
+
+
+def channel_state(session: Session, contact_id: str, channel: str) -> ChannelState | None:
+    """The contact's state on a channel, if any; a batch that looked its states up in one query put
+    the pairs without a row in `session.info[ABSENT_STATES]` (unless one was added since)."""
+    key = (contact_id, channel)
+    if key in session.info.get(ABSENT_STATES, ()):  # unless added since, in the session or flushed
+        added = (o for o in session.new if isinstance(o, ChannelState) and (o.contact_id, o.channel) == key)
+        found: ChannelState | None = next(added, None) or session.identity_map.get(
+            identity_key(ChannelState, key)
+        )
+        return found
+    return session.get(ChannelState, key)
+
+
 @dataclass(frozen=True)
 class SendJob:
     """One attempt the dispatcher must send now."""
@@ -108,6 +126,8 @@ class SendJob:
     # Whether the person wrote on this channel recently enough for free-form text (windowed channels).
     window_open: bool = False
     human_agent: bool = False
+    # The answered inbound message's provider reply token, taken (used up) for this attempt.
+    reply_token: str | None = None
 
 
 class Effects(Protocol):
@@ -191,7 +211,11 @@ class Progress:
             self._fail(session, message, attempt, refusal)
             return None
         job = self._begin(message, attempt)
-        return replace(job, window_open=self._window_open(session, message, attempt))
+        window_open = not attempt.as_template and self._window_open(session, message, attempt)
+        if not window_open and attempt.channel in ((message.content or {}).get("templates") or {}):
+            attempt.as_template = True  # the template goes out: a late window_closed cannot be about it
+        token = take_reply_token(session, message.in_reply_to, attempt.channel, attempt.address, self.now())
+        return replace(job, window_open=window_open, reply_token=token)
 
     def finish_send(
         self,
@@ -211,6 +235,7 @@ class Progress:
         attempt.updated_at = now
         if isinstance(result, SendResult):
             attempt.provider_message_id = attempt.provider_message_id or result.provider_message_id
+            attempt.segments = result.segments if result.segments is not None else attempt.segments
             if attempt.status == "sending":
                 attempt.status = result.status
                 attempt.sent_at = now
@@ -243,7 +268,8 @@ class Progress:
                 attempt.status = "failed"
                 self._attempt_changed(session, message, attempt)
                 return
-            self._fail(session, message, attempt, update.error)
+            if not self._template_instead(session, message, attempt, update.error):
+                self._fail(session, message, attempt, update.error)
             return
         if ATTEMPT_RANK.get(update.status, 0) <= ATTEMPT_RANK.get(attempt.status, 99):
             return  # receipts only move forward
@@ -361,6 +387,27 @@ class Progress:
         message.completed = True
         self._settle(message, None)
 
+    def _template_instead(
+        self, session: Session, message: Message, attempt: Attempt, error: ChannelError | None
+    ) -> bool:
+        """`window_closed` reported by webhook after the provider accepted text: try the same step once
+        more with the channel's template, when the message has one (else the caller falls back)."""
+        templates = (message.content or {}).get("templates") or {}
+        if error is None or error.kind != ErrorKind.WINDOW_CLOSED or attempt.as_template:
+            return False
+        if attempt.channel not in templates or message.status in FINAL_STATUSES or message.completed:
+            return False
+        now = self.now()
+        self._record_error(attempt, error)
+        attempt.status = "failed"
+        self._attempt_changed(session, message, attempt)
+        metrics.decision(session, message, attempt, Retry(now, counts_as_try=False))
+        retry = self._new_attempt(session, message, attempt.step_index, attempt.try_number, now)
+        retry.as_template = True
+        message.status = "sending"
+        self._settle(message, now)
+        return True
+
     def _record_error(self, attempt: Attempt, error: ChannelError | None) -> None:
         kind = error.kind if error else ErrorKind.TRANSIENT
         attempt.error_kind = kind
@@ -422,7 +469,7 @@ class Progress:
         message.updated_at = self.now()
 
     def _window_open(self, session: Session, message: Message, attempt: Attempt) -> bool:
-        state = session.get(ChannelState, (message.contact_id, attempt.channel))
+        state = channel_state(session, message.contact_id, attempt.channel)
         if self.effects is None or state is None:
             return False
         return self.effects.window_open(state, self.now(), message.human_agent)
@@ -430,7 +477,7 @@ class Progress:
     @staticmethod
     def _refusal(session: Session, message: Message, attempt: Attempt) -> ChannelError | None:
         """An opt-out or block learned after the plan was made stops the attempt before it is sent."""
-        state = session.get(ChannelState, (message.contact_id, attempt.channel))
+        state = channel_state(session, message.contact_id, attempt.channel)
         if state is not None and state.opted_out:
             return ChannelError(ErrorKind.OPTED_OUT, f"the contact opted out of {attempt.channel}")
         if state is not None and state.reachability == "blocked":

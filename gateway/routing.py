@@ -20,6 +20,8 @@ DEFAULT_FALLBACK_CATEGORIES = ("transactional", "otp", "alert")
 # On channels without a customer-care window, writing from it makes it "the channel they use" this long.
 RECENT_INBOUND = timedelta(hours=24)
 RECEIPT_ORDER = ("accepted", "sent", "delivered", "read")
+# Why a reply's first step is the channel the customer wrote from (`in_reply_to`).
+REPLY_BECAUSE = "reply on the customer's channel"
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class RouteRequest:
     fallback_until: str | None = None
     templates: frozenset[str] = frozenset()
     reply_channel: str | None = None
+    # The address the answered message came from: the reply step goes there.
+    reply_address: str | None = None
     send_at: datetime | None = None
     human_agent: bool = False
 
@@ -194,11 +198,22 @@ def plan_route(
             skipped.append(Skip(spec.channel, "unknown channel"))
             continue
         state = states.get(spec.channel, StateFacts())
-        reason = _skip_reason(info, state, contact, request, now)
+        reply = because == REPLY_BECAUSE
+        address = request.reply_address if reply else None
+        reason = _skip_reason(info, state, contact, request, now, address)
         if reason:
-            skipped.append(Skip(spec.channel, reason))
+            # A reply says why it cannot go where the customer wrote (an opt-out keeps its own words).
+            skipped.append(
+                Skip(spec.channel, f"{because}: {reason}" if reply and reason != "opted out" else reason)
+            )
             continue
-        steps.append(_step(spec, info, contact, request, defaults, because))
+        if (
+            reply
+            and info.window_seconds is not None
+            and not info.window_open(state, now, request.human_agent)
+        ):
+            because = f"{because}: window closed, {info.name} template"
+        steps.append(_step(spec, info, contact, request, defaults, because, address))
     allowed: tuple[str, ...] = DEFAULT_FALLBACK_CATEGORIES
     if rule is not None and rule.allow_fallback_for is not None:
         allowed = rule.allow_fallback_for
@@ -249,7 +264,7 @@ def _candidates(
 ) -> list[tuple[StepSpec, str]]:
     found: list[tuple[StepSpec, str]] = []
     if request.reply_channel:
-        found.append((StepSpec(request.reply_channel), "reply on the customer's channel"))
+        found.append((StepSpec(request.reply_channel), REPLY_BECAUSE))
     if request.channels is not None:
         found += [(StepSpec(c), "requested channels") for c in request.channels]
     elif rule is not None:
@@ -312,10 +327,11 @@ def _skip_reason(
     contact: ContactFacts,
     request: RouteRequest,
     now: datetime,
+    address: str | None = None,
 ) -> str | None:
     if not info.enabled:
         return f"channel disabled: {info.disabled_reason}"
-    if _address(info, contact) is None:
+    if (address or _address(info, contact)) is None:
         what = {"phone": "phone number", "email": "email address"}.get(info.address_kind)
         return f"no {what or info.name + ' identity'}"
     if state.opted_out:
@@ -340,12 +356,13 @@ def _step(
     request: RouteRequest,
     defaults: Defaults,
     because: str,
+    address: str | None = None,
 ) -> PlanStep:
     after = request.fallback_after if request.fallback_after is not None else spec.after
     until = request.fallback_until or spec.until or info.default_until()
     if not info.can_report(until):
         until = "accepted"  # a receipt the channel cannot give: complete on acceptance
-    address = _address(info, contact)
+    address = address or _address(info, contact)
     assert address is not None  # _skip_reason ruled out a missing address
     return PlanStep(spec.channel, address, defaults.after if after is None else after, until, because)
 

@@ -87,14 +87,33 @@ class To(Strict):
         return self
 
 
+# The smallest native button limit of the channels (WhatsApp's interactive reply buttons: 3); channels that
+# show fewer, and SMS and email, send them as a numbered list (gateway/adapt.py).
+MAX_BUTTONS = 3
+# Telegram's callback_data holds 1-64 bytes, the smallest room any channel gives a button's id.
+MAX_BUTTON_ID_BYTES = 64
+
+
+def _media_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value, flags=re.IGNORECASE):
+        raise ValueError("must be an http or https URL")
+    return value
+
+
+def _button_id(value: str) -> str:
+    if len(value.encode()) > MAX_BUTTON_ID_BYTES:
+        raise ValueError(f"must be at most {MAX_BUTTON_ID_BYTES} bytes in UTF-8")
+    return value
+
+
 class Media(Strict):
-    url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=2048)]
-    type: Annotated[str, StringConstraints(max_length=100)] | None = None
+    url: Annotated[str, StringConstraints(max_length=2048), AfterValidator(_media_url)]
+    type: Annotated[str, StringConstraints(pattern=r"^[\w.+-]+/[\w.+-]+$", max_length=100)] | None = None
     filename: Annotated[str, StringConstraints(max_length=255)] | None = None
 
 
 class Button(Strict):
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_button_id)]
     title: Annotated[str, StringConstraints(min_length=1, max_length=40)]
 
 
@@ -103,8 +122,15 @@ class Content(Strict):
     subject: Annotated[str, StringConstraints(max_length=998)] | None = None
     html: Annotated[str, StringConstraints(max_length=200000)] | None = None
     media: list[Media] | None = Field(default=None, max_length=10)
-    buttons: list[Button] | None = Field(default=None, max_length=10)
+    buttons: list[Button] | None = Field(default=None, max_length=MAX_BUTTONS)
     templates: dict[ChannelName, dict[str, Any]] | None = None
+
+    @field_validator("buttons")
+    @classmethod
+    def _unique_button_ids(cls, buttons: list[Button] | None) -> list[Button] | None:
+        if buttons and len({b.id for b in buttons}) != len(buttons):
+            raise ValueError("button ids must not repeat")
+        return buttons
 
     @model_validator(mode="after")
     def _needs_text(self) -> Content:
@@ -199,6 +225,8 @@ class ExplainRequest(Strict):
     )
     content: Content | None = None
     fallback: FallbackIn | None = None
+    in_reply_to: ShortText | None = None
+    human_agent: bool = False
 
     _unique_channels = field_validator("channels")(lambda v: _no_repeats(v))
 
@@ -242,6 +270,8 @@ class AttemptOut(BaseModel):
     provider_message_id: str | None
     status: str
     error: ErrorOut | None
+    # SMS only: segments the text cost (GSM-7 160/153 characters, UCS-2 70/67); null elsewhere.
+    segments: int | None = None
     created_at: str
     updated_at: str
 
@@ -360,12 +390,22 @@ EventType = Literal["message.status", "message.inbound", "contact.opted_out", "c
 class WebhookIn(Strict):
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)]
     events: list[EventType] = Field(min_length=1, max_length=4)
+    # A bot hook: its answer to `message.inbound` may be `{"reply": <content>}` (gateway/bot_hooks.py).
+    respond: bool = False
+
+    @field_validator("respond")
+    @classmethod
+    def _respond_needs_inbound(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "events" in info.data and "message.inbound" not in info.data["events"]:
+            raise ValueError("respond needs message.inbound in events")
+        return value
 
 
 class WebhookOut(BaseModel):
     id: str
     url: str
     events: list[str]
+    respond: bool
     created_at: str
     secret: str | None = None  # only in the answer to the create
 

@@ -221,6 +221,9 @@ class Settings:
         None, _optional_text, "Twilio messaging service (used instead of twilio_from)"
     )
     twilio_base_url: str = setting("https://api.twilio.com", _url, "Twilio REST base URL")
+    twilio_mms: str = setting(
+        "off", _choice("off", "on"), "on: images go on SMS as MMS (MediaUrl; US and Canadian senders only)"
+    )
     # SMTP (email)
     smtp_host: str | None = setting(None, _optional_text, "SMTP server host")
     smtp_port: int = setting(587, _int(1, 65535), "SMTP server port")
@@ -229,6 +232,13 @@ class Settings:
     smtp_tls: str = setting("starttls", _choice("none", "starttls", "tls"), "none, starttls or tls")
     smtp_from: str | None = setting(None, _optional_text, "From address of emails")
     smtp_pool_size: int = setting(4, _int(1, 64), "SMTP connections kept open and reused")
+    media_fetch_max_bytes: int = setting(
+        10 * 1024**2, _int(1, 1024**3), "largest file email fetches to attach, in bytes (larger is rejected)"
+    )
+    media_fetch_timeout: float = setting(10.0, _duration, "how long email may take to fetch one attachment")
+    media_fetch_private: str = setting(
+        "off", _choice("off", "on"), "on: email may fetch attachments from loopback and private addresses"
+    )
     # WhatsApp (Cloud API, or through Twilio), Messenger and Instagram
     whatsapp_token: str | None = setting(
         None, _optional_text, "WhatsApp Cloud API access token (when set, WhatsApp uses the Cloud API)"
@@ -283,6 +293,12 @@ class Settings:
     provider_timeout: float = setting(30.0, _duration, "timeout of one provider call")
     event_backoff: float = setting(2.0, _duration, "delay before an event delivery is retried the first time")
     event_max_backoff: float = setting(3600.0, _duration, "longest delay between event delivery retries")
+    bot_hook_timeout: float = setting(
+        5.0, _duration, "how long a `respond` webhook has to answer a message.inbound event with a reply"
+    )
+    bot_hook_max_age: float = setting(
+        60.0, _duration, "a bot hook's reply is sent only if its answer comes this soon after the inbound"
+    )
     channel_rates: tuple[tuple[str, float], ...] = setting(
         (), _rates, "messages per second per channel, e.g. 'sms=10,email=50' (0 = unlimited)"
     )

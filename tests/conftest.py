@@ -198,9 +198,12 @@ def admin_user(gateway: LocalGateway) -> str:
     return "ada"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (never a downloaded browser); skips when it is missing."""
+    """Debian's chromium driven by Playwright (never a downloaded browser); skips when it is missing.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it is
+    open, which would break later tests that call asyncio.run()."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (.ci/run installs Debian's chromium package)")
     from playwright.sync_api import sync_playwright

@@ -50,8 +50,9 @@ def verify(hook: str) -> Response:
 @bp.post("/<path:hook>")
 def receive(hook: str) -> Response:
     handler = _channel(hook)
+    request = webhook_request()
     try:
-        handle_webhook(gateway(), handler, hook, webhook_request())
+        handle_webhook(gateway(), handler, hook, request)
     except ForgedWebhook:
         raise ProblemError(
             403, "forbidden", "Forbidden", "the webhook signature is missing or wrong"
@@ -59,4 +60,4 @@ def receive(hook: str) -> Response:
     except (KeyError, ValueError, TypeError, AttributeError) as exc:  # a payload of the wrong shape
         detail = f"cannot read the payload: {type(exc).__name__}"
         raise ProblemError(400, "malformed-request", "Malformed webhook", detail) from None
-    return _answer(handler.webhook_ok)
+    return _answer(handler.webhook_answer(hook, request))

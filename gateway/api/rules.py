@@ -5,12 +5,17 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from gateway import store
-from gateway.api.http import api_route, gateway, json_response, parse_body
+from gateway.api.http import api_route, caller, gateway, json_response, parse_body
 from gateway.schemas import ExplainOut, ExplainRequest, RuleIn, RuleList, RuleOut
 from gateway.services import rules
 from gateway.services.explain import explain
 
 bp = Blueprint("rules", __name__, url_prefix="/v1")
+
+
+def _actor() -> str:
+    """Who the audit log names for a change made through the API."""
+    return f"api:{caller().key_id}"
 
 
 @api_route(bp, "/routing-rules", "GET", "Rules in evaluation order", "admin", response=RuleList)
@@ -24,7 +29,7 @@ def list_() -> Response:
 def create() -> Response:
     body = parse_body(RuleIn)
     with store.transaction(gateway().engine) as session:
-        return json_response(rules.create_rule(session, gateway(), body), 201)
+        return json_response(rules.create_rule(session, gateway(), body, actor=_actor()), 201)
 
 
 @api_route(bp, "/routing-rules/<rule_id>", "GET", "A rule", "admin", response=RuleOut)
@@ -37,13 +42,13 @@ def get(rule_id: str) -> Response:
 def replace(rule_id: str) -> Response:
     body = parse_body(RuleIn)
     with store.transaction(gateway().engine) as session:
-        return json_response(rules.replace_rule(session, gateway(), rule_id, body))
+        return json_response(rules.replace_rule(session, gateway(), rule_id, body, actor=_actor()))
 
 
 @api_route(bp, "/routing-rules/<rule_id>", "DELETE", "Delete a rule", "admin", status=204)
 def delete(rule_id: str) -> Response:
     with store.transaction(gateway().engine) as session:
-        session.delete(rules.get_rule(session, rule_id))
+        rules.delete_rule(session, gateway(), rule_id, actor=_actor())
     return Response(status=204)
 
 

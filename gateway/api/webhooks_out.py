@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Blueprint, Response
-from sqlmodel import Session, col, select
 
 from gateway import store
-from gateway.api.http import api_route, gateway, json_response, parse_body
-from gateway.errors import not_found
-from gateway.ids import new_id
+from gateway.api.http import api_route, caller, gateway, json_response, parse_body
 from gateway.models import WebhookSubscription
 from gateway.schemas import WebhookIn, WebhookList, WebhookOut
+from gateway.services import webhooks
 from gateway.timeutil import rfc3339
 
 bp = Blueprint("webhooks_out", __name__, url_prefix="/v1/webhooks")
@@ -24,6 +21,7 @@ def _out(sub: WebhookSubscription, secret: str | None = None) -> dict[str, Any]:
         "id": sub.id,
         "url": sub.url,
         "events": sub.events or [],
+        "respond": sub.respond,
         "created_at": rfc3339(sub.created_at),
     }
     if secret is not None:
@@ -35,12 +33,8 @@ def _out(sub: WebhookSubscription, secret: str | None = None) -> dict[str, Any]:
 def create() -> Response:
     body = parse_body(WebhookIn)
     gw = gateway()
-    secret = "whsec_" + secrets.token_urlsafe(32)
     with store.transaction(gw.engine) as session:
-        sub = WebhookSubscription(
-            id=new_id("wh"), url=body.url, events=list(body.events), secret=secret, created_at=gw.clock()
-        )
-        session.add(sub)
+        sub, secret = webhooks.subscribe(session, gw, body, f"api:{caller().key_id}")
     gw.subscriptions.forget()
     return json_response(_out(sub, secret), 201)
 
@@ -48,22 +42,14 @@ def create() -> Response:
 @api_route(bp, "", "GET", "Subscriptions", "admin", response=WebhookList)
 def list_() -> Response:
     with store.transaction(gateway().engine) as session:
-        query = select(WebhookSubscription).where(col(WebhookSubscription.deleted_at).is_(None))
-        data = [_out(s) for s in session.exec(query.order_by(col(WebhookSubscription.id)))]
+        data = [_out(s) for s in webhooks.list_subscriptions(session)]
     return json_response({"data": data, "next_cursor": None})
-
-
-def _get(session: Session, webhook_id: str) -> WebhookSubscription:
-    sub = session.get(WebhookSubscription, webhook_id)
-    if sub is None or sub.deleted_at is not None:
-        raise not_found(f"webhook {webhook_id}")
-    return sub
 
 
 @api_route(bp, "/<webhook_id>", "GET", "A subscription", "admin", response=WebhookOut)
 def get(webhook_id: str) -> Response:
     with store.transaction(gateway().engine) as session:
-        return json_response(_out(_get(session, webhook_id)))
+        return json_response(_out(webhooks.get_subscription(session, webhook_id)))
 
 
 @api_route(
@@ -72,6 +58,6 @@ def get(webhook_id: str) -> Response:
 def delete(webhook_id: str) -> Response:
     gw = gateway()
     with store.transaction(gw.engine) as session:
-        _get(session, webhook_id).deleted_at = gw.clock()
+        webhooks.unsubscribe(session, gw, webhook_id, f"api:{caller().key_id}")
     gw.subscriptions.forget()
     return Response(status=204)

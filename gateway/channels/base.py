@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
+from gateway.adapt import ButtonItem, ContentSupport, MediaItem, TextPolicy
 from gateway.errors import ChannelError
 from gateway.settings import Settings
 
@@ -42,6 +43,15 @@ class OutgoingMessage:
     # such as List-Unsubscribe. Other adapters ignore both.
     reply_to: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # The provider's one-use token for answering the message this replies to (LINE replyToken), taken
+    # for this attempt while it was still valid; the adapter may send for free with it.
+    reply_token: str | None = None
+    # Content already fitted to the channel (gateway/adapt.py): `text` is the whole text, `parts` the
+    # messages it goes out as (several only under the `split` policy), `media` and `buttons` only what the
+    # channel shows natively (the rest is in the text as links and a numbered list).
+    parts: tuple[str, ...] = ()
+    media: tuple[MediaItem, ...] = ()
+    buttons: tuple[ButtonItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class SendResult:
 
     provider_message_id: str
     status: ProviderStatus = "accepted"
+    # SMS: the segments the text costs (GSM-7 160/153, UCS-2 70/67), stored on the attempt.
+    segments: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,10 @@ class Inbound:
     button_id: str | None = None
     # The gateway message this answers, when the channel says so (an email's reply token).
     in_reply_to: str | None = None
+    # A one-use token the provider gives for answering this message (LINE replyToken), and until when
+    # it may be used.
+    reply_token: str | None = None
+    reply_token_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +155,22 @@ class Channel(ABC):
     read_receipts: ClassVar[bool] = False
     supports_templates: ClassVar[bool] = False
     max_text_length: ClassVar[int] = 4096
+    # What a text longer than max_text_length becomes: "split" into at most `max_parts` messages, or
+    # "truncate"d with "…" (links and numbered lists are kept). gateway/adapt.py applies both.
+    text_policy: ClassVar[TextPolicy] = "truncate"
+    max_parts: ClassVar[int] = 5
+    # Rich content shown natively; what is not becomes links and a numbered list in the text.
+    # MIME types: exact ("application/pdf"), prefixes ("image/"), or "*/*" for any.
+    media_types: ClassVar[frozenset[str]] = frozenset()
+    max_media: ClassVar[int] = 10
+    media_https_only: ClassVar[bool] = False
+    # Reply buttons: how many (0 = none; more than this and all go as a numbered list), title length,
+    # and the longest text a message with buttons may carry (None: max_text_length).
+    max_buttons: ClassVar[int] = 0
+    max_button_title: ClassVar[int] = 20
+    button_text_length: ClassVar[int | None] = None
+    # Messages one provider call may carry, media included (None: no such limit).
+    messages_per_send: ClassVar[int | None] = None
     # Messages per second this channel is paced at when GATEWAY_CHANNEL_RATES does not name it.
     default_rate: ClassVar[float] = 0.0
     # Paths under /webhooks/ where the provider posts status updates and inbound messages, or None.
@@ -170,6 +202,22 @@ class Channel(ABC):
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one attempt; raise ChannelError on failure."""
 
+    def content_support(self) -> ContentSupport:
+        """What this channel shows natively: its class attributes (adapters whose settings change it
+        override this, e.g. WhatsApp through Twilio has no free-form buttons)."""
+        return ContentSupport(
+            media_types=self.media_types,
+            max_media=self.max_media,
+            media_https_only=self.media_https_only,
+            max_buttons=self.max_buttons,
+            max_button_title=self.max_button_title,
+            button_text_length=self.button_text_length,
+            max_text_length=self.max_text_length,
+            text_policy=self.text_policy,
+            max_parts=self.max_parts,
+            messages_per_send=self.messages_per_send,
+        )
+
     def status_callback_url(self, attempt_id: str) -> str | None:
         """Where the provider should report this attempt's status, if it reports any."""
         if self.status_webhook is None:
@@ -200,6 +248,11 @@ class Channel(ABC):
         if hook == self.inbound_webhook:
             batch.inbound += self.parse_inbound_webhook(request)
         return batch
+
+    def webhook_answer(self, hook: str, request: WebhookRequest) -> WebhookAnswer:
+        """What a verified, applied webhook call is answered with; `webhook_ok` unless the channel
+        answers some calls with more (Telegram acknowledges a button tap in its answer)."""
+        return self.webhook_ok
 
     def handshake(self, hook: str, request: WebhookRequest) -> WebhookAnswer | None:
         """Answer a provider's GET verification (Meta hub.challenge, X CRC, WeChat echostr), or None."""

@@ -21,6 +21,8 @@ class InstagramChannel(MessengerChannel):
     delivery_receipts: ClassVar[bool] = False
     read_receipts: ClassVar[bool] = True
     max_text_length: ClassVar[int] = 1000
+    # Instagram takes images, videos and audio by URL, not other files.
+    media_types: ClassVar[frozenset[str]] = frozenset({"image/", "video/", "audio/"})
     status_webhook: ClassVar[str | None] = "instagram"
     inbound_webhook: ClassVar[str | None] = "instagram"
     webhook_object: ClassVar[str] = "instagram"

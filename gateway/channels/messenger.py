@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from gateway.adapt import ANY_MEDIA, MediaItem, TextPolicy
 from gateway.channels.base import (
     AddressKind,
     Channel,
@@ -66,6 +67,15 @@ def classify_page_error(
     return classify_graph_error(PAGE_ERROR_KINDS, code, subcode, detail, http_status, channel)
 
 
+def attachment(media: MediaItem) -> dict[str, Any]:
+    """A Send API attachment by URL: image, video, audio, or any other file."""
+    kind = media.type.partition("/")[0]
+    return {
+        "type": kind if kind in ("image", "video", "audio") else "file",
+        "payload": {"url": media.url, "is_reusable": True},
+    }
+
+
 class MessengerChannel(Channel):
     """Messages to a Page-scoped id (PSID) from a Facebook Page."""
 
@@ -76,6 +86,12 @@ class MessengerChannel(Channel):
     delivery_receipts: ClassVar[bool] = True
     read_receipts: ClassVar[bool] = True
     max_text_length: ClassVar[int] = 2000
+    text_policy: ClassVar[TextPolicy] = "split"
+    # Attachments by URL: image, video, audio, and any other file as `file`.
+    media_types: ClassVar[frozenset[str]] = frozenset({ANY_MEDIA})
+    # Quick replies: 13 at most, titles of 20 characters.
+    max_buttons: ClassVar[int] = 13
+    max_button_title: ClassVar[int] = 20
     # The Send API allows 300 text messages per second per Page.
     default_rate: ClassVar[float] = 300.0
     status_webhook: ClassVar[str | None] = "messenger"
@@ -108,16 +124,31 @@ class MessengerChannel(Channel):
         await self.client.close()
 
     async def send(self, message: OutgoingMessage) -> SendResult:
-        """Send the text inside the window (HUMAN_AGENT tag for a person's reply); ChannelError otherwise."""
+        """Inside the window (HUMAN_AGENT tag for a person's reply): the attachments, then the text's parts,
+        the last with the quick replies; the attempt tracks the last message. ChannelError otherwise."""
         if not message.text:
             raise ChannelError(K.REJECTED, f"a {self.name} message needs a text")
-        if len(message.text) > self.max_text_length:
-            raise ChannelError(K.REJECTED, f"text longer than {self.max_text_length} characters")
         if not message.window_open:
             window = "7 days (human agent)" if message.human_agent else "24 hours"
             detail = f"the person has not written in the last {window}"
             raise ChannelError(K.WINDOW_CLOSED, detail)
-        payload: dict[str, Any] = {"recipient": {"id": message.address}, "message": {"text": message.text}}
+        for media in message.media:
+            await self._post(message, {"attachment": attachment(media)})
+        parts = message.parts or (message.text,)
+        result: SendResult | None = None
+        for number, part in enumerate(parts, 1):
+            content: dict[str, Any] = {"text": part}
+            if number == len(parts) and message.buttons:
+                content["quick_replies"] = [
+                    {"content_type": "text", "title": b.title, "payload": b.id} for b in message.buttons
+                ]
+            result = await self._post(message, content)
+        assert result is not None
+        return result
+
+    async def _post(self, message: OutgoingMessage, content: dict[str, Any]) -> SendResult:
+        """One Send API call with `content` as its `message`."""
+        payload: dict[str, Any] = {"recipient": {"id": message.address}, "message": content}
         if message.human_agent:
             payload |= {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}
         else:

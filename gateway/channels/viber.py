@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from gateway.adapt import ButtonItem, TextPolicy
 from gateway.channels.base import (
     AddressKind,
     IdentityEvent,
@@ -61,6 +63,34 @@ def viber_signature(auth_token: str, body: bytes) -> str:
     return hmac.new(auth_token.encode(), body, hashlib.sha256).hexdigest()
 
 
+def keyboard(buttons: tuple[ButtonItem, ...]) -> dict[str, Any]:
+    """A reply keyboard, one full-width button per row; a tap sends its ActionBody (the title) as text."""
+    rows = [
+        {"Columns": 6, "Rows": 1, "ActionType": "reply", "ActionBody": b.title, "Text": b.title}
+        for b in buttons
+    ]
+    return {"Type": "keyboard", "DefaultHeight": False, "Buttons": rows}
+
+
+def tracking_data(buttons: tuple[ButtonItem, ...]) -> str:
+    """Viber passes `tracking_data` back with the person's reply: which title means which button id."""
+    titles: dict[str, str] = {}
+    for b in buttons:
+        titles.setdefault(b.title, b.id)
+    return json.dumps({"buttons": titles}, ensure_ascii=False)
+
+
+def tapped_button(content: dict[str, Any]) -> str | None:
+    """The button id a reply's text names through the `tracking_data` of the message it answers."""
+    try:
+        tracked = json.loads(str(content.get("tracking_data") or ""))
+    except ValueError:
+        return None
+    titles = tracked.get("buttons") if isinstance(tracked, dict) else None
+    found = titles.get(content.get("text")) if isinstance(titles, dict) else None
+    return str(found) if found else None
+
+
 def _at(millis: Any) -> datetime | None:
     return datetime.fromtimestamp(int(millis) / 1000, UTC) if millis is not None else None
 
@@ -73,6 +103,12 @@ class ViberChannel(HttpChannel):
     delivery_receipts: ClassVar[bool] = True
     read_receipts: ClassVar[bool] = True
     max_text_length: ClassVar[int] = 7000
+    text_policy: ClassVar[TextPolicy] = "split"
+    # `picture` messages take JPEG and PNG by URL (files and videos need their size, which is not known).
+    media_types: ClassVar[frozenset[str]] = frozenset({"image/jpeg", "image/png"})
+    # Keyboards hold up to 24 buttons.
+    max_buttons: ClassVar[int] = 24
+    max_button_title: ClassVar[int] = 40
     default_rate: ClassVar[float] = 50.0
     status_webhook: ClassVar[str | None] = "viber"
     inbound_webhook: ClassVar[str | None] = "viber"
@@ -88,17 +124,27 @@ class ViberChannel(HttpChannel):
         return None  # receipts go to the bot's one webhook, set with set_webhook
 
     async def send(self, message: OutgoingMessage) -> SendResult:
+        """Pictures first, then the text's parts, the last with the keyboard; the attempt tracks the last."""
         if not message.text:
             raise ChannelError(ErrorKind.REJECTED, "a Viber message needs a text")
-        if len(message.text) > self.max_text_length:
-            raise ChannelError(ErrorKind.REJECTED, f"text longer than {self.max_text_length} characters")
-        body = {
-            "receiver": message.address,
-            "min_api_version": 1,
-            "sender": {"name": self.settings.viber_sender_name},
-            "type": "text",
-            "text": message.text,
-        }
+        for media in message.media:
+            await self._send({"receiver": message.address, "type": "picture", "text": "", "media": media.url})
+        parts = message.parts or (message.text,)
+        result: SendResult | None = None
+        for number, part in enumerate(parts, 1):
+            body: dict[str, Any] = {"receiver": message.address, "type": "text", "text": part}
+            if number == len(parts) and message.buttons:
+                body |= {
+                    "keyboard": keyboard(message.buttons),
+                    "tracking_data": tracking_data(message.buttons),
+                }
+            result = await self._send(body)
+        assert result is not None
+        return result
+
+    async def _send(self, fields: dict[str, Any]) -> SendResult:
+        """One send_message call; the message token, or a classified ChannelError."""
+        body = {"min_api_version": 1, "sender": {"name": self.settings.viber_sender_name}} | fields
         answer = await self.call("POST", f"{self.settings.viber_api_url}/send_message", json=body)
         data = answer.data if isinstance(answer.data, dict) else None
         if answer.status >= 500 or data is None or "status" not in data:
@@ -143,6 +189,7 @@ class ViberChannel(HttpChannel):
                     provider_message_id=token,
                     received_at=at,
                     raw=event,
+                    button_id=tapped_button(content),
                 )
             )
         return batch  # `webhook` (the set_webhook check) and unknown events carry nothing

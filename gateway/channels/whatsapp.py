@@ -16,14 +16,17 @@ enabled this adapter serves those two hooks itself, with the same parser.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import aiohttp
+from twilio.base import values
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
 
 from fallbacks.sms import SmsChannel, _BaseUrlHttpClient, _error_from_exception
+from gateway.adapt import ContentSupport, TextPolicy
 from gateway.channels.base import (
     AddressKind,
     Channel,
@@ -74,7 +77,14 @@ class _TwilioTransport:
             await http.close()
 
     async def send_text(self, message: OutgoingMessage) -> SendResult:
-        return await self._create(message, body=message.text)
+        """The text's parts, the first with the media (MediaUrl); the attempt tracks the last one."""
+        parts = message.parts or (message.text or "",)
+        result: SendResult | None = None
+        for number, part in enumerate(parts, 1):
+            media = [m.url for m in message.media] if number == 1 else []
+            result = await self._create(message, body=part, media_url=media or values.unset)
+        assert result is not None
+        return result
 
     async def send_template(self, message: OutgoingMessage) -> SendResult:
         template = message.template or {}
@@ -119,6 +129,20 @@ class WhatsAppChannel(Channel):
     read_receipts: ClassVar[bool] = True
     supports_templates: ClassVar[bool] = True
     max_text_length: ClassVar[int] = 4096
+    text_policy: ClassVar[TextPolicy] = "split"
+    # What the Cloud API's media messages take (image, video, audio; any of these documents).
+    media_types: ClassVar[frozenset[str]] = frozenset(
+        {
+            "image/jpeg", "image/png", "video/mp4", "video/3gpp",
+            "audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg",
+            "application/pdf", "text/plain", "application/msword", "application/vnd.ms-excel",
+            "application/vnd.ms-powerpoint", "application/vnd.openxmlformats-officedocument.",
+        }
+    )  # fmt: skip
+    # Interactive reply buttons: 3 at most, titles of 20 characters, a body of 1024.
+    max_buttons: ClassVar[int] = 3
+    max_button_title: ClassVar[int] = 20
+    button_text_length: ClassVar[int | None] = 1024
     # The Cloud API's default throughput per business number.
     default_rate: ClassVar[float] = 80.0
     status_webhook: ClassVar[str | None] = "whatsapp"
@@ -148,6 +172,14 @@ class WhatsAppChannel(Channel):
             return None
         return ", ".join(missing) + (" is not set" if len(missing) == 1 else " are not set")
 
+    def content_support(self) -> ContentSupport:
+        """Through Twilio: one media file per message and no free-form buttons (Twilio sends
+        interactive buttons only as Content templates), so buttons become a numbered list."""
+        support = super().content_support()
+        if self._twilio is not None:
+            return replace(support, max_media=1, max_buttons=0, button_text_length=None)
+        return support
+
     @property
     def transport(self) -> str:
         """`cloud` or `twilio`."""
@@ -167,9 +199,6 @@ class WhatsAppChannel(Channel):
         """Text while the window is open, else the template; ChannelError on every failure."""
         transport = self._cloud or self._twilio_transport()
         if message.window_open and message.text:
-            if len(message.text) > self.max_text_length:
-                detail = f"text longer than {self.max_text_length} characters"
-                raise ChannelError(ErrorKind.REJECTED, detail)
             try:
                 return await transport.send_text(message)
             except ChannelError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gateway.adapt import ButtonItem, MediaItem
 from gateway.channels.base import (
     Inbound,
     OutgoingMessage,
@@ -83,6 +84,28 @@ def cloud_template(template: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def media_object(media: MediaItem) -> dict[str, Any]:
+    """A media message's content: `image`, `video`, `audio`, or a `document` with its file name."""
+    kind = media.type.partition("/")[0]
+    if kind in ("image", "video", "audio"):
+        return {"type": kind, kind: {"link": media.url}}
+    return {"type": "document", "document": {"link": media.url, "filename": media.filename}}
+
+
+def reply_buttons(text: str, buttons: tuple[ButtonItem, ...]) -> dict[str, Any]:
+    """An interactive message with reply buttons (at most 3, titles of at most 20 characters)."""
+    return {
+        "type": "interactive",
+        "interactive": {
+            "type": "button",
+            "body": {"text": text},
+            "action": {
+                "buttons": [{"type": "reply", "reply": {"id": b.id, "title": b.title}} for b in buttons]
+            },
+        },
+    }
+
+
 class CloudTransport:
     """POST {graph}/{phone_number_id}/messages with the Cloud API token."""
 
@@ -99,9 +122,20 @@ class CloudTransport:
         await self.client.close()
 
     async def send_text(self, message: OutgoingMessage) -> SendResult:
-        return await self._post(
-            message, {"type": "text", "text": {"body": message.text, "preview_url": False}}
-        )
+        """The media first (one message each), then the text's parts; the last carries the buttons.
+        The attempt tracks the last message's id."""
+        for media in message.media:
+            await self._post(message, media_object(media))
+        parts = message.parts or (message.text or "",)
+        result: SendResult | None = None
+        for number, part in enumerate(parts, 1):
+            if number == len(parts) and message.buttons:
+                content = reply_buttons(part, message.buttons)
+            else:
+                content = {"type": "text", "text": {"body": part, "preview_url": False}}
+            result = await self._post(message, content)
+        assert result is not None
+        return result
 
     async def send_template(self, message: OutgoingMessage) -> SendResult:
         return await self._post(

@@ -87,6 +87,8 @@ def _receive(session: Session, gw: Gateway, item: Inbound) -> Received:
         in_reply_to=thread.id if thread else None,
         received_at=at,
         raw=item.raw,
+        reply_token=item.reply_token,
+        reply_token_expires_at=item.reply_token_expires_at if item.reply_token else None,
     )
     session.add(record)
     session.flush()

@@ -5,6 +5,7 @@ API keys are never accepted as passwords: sign-in checks only the `admin_user` t
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,8 +24,14 @@ MIN_PASSWORD = 12  # characters
 NAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
 
 _hasher = PasswordHasher()
-# Verified against when the name is unknown, so a wrong name costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so a wrong name costs the same time as a wrong
+    password. Made on first use: argon2 takes 64 MiB, which processes that never sign anyone in
+    (the worker) should not pay for."""
+    return _hasher.hash("not a password of anyone")
 
 
 def _invalid(field: str, message: str) -> ProblemError:
@@ -75,7 +82,7 @@ def sign_in(session: Session, name: str, password: str, now: datetime) -> AdminU
     """The user, or why signing in failed (one message for unknown names and wrong passwords)."""
     user = session.exec(select(AdminUser).where(AdminUser.name == name)).first()
     if user is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         return "Wrong name or password."
     if user.locked_until is not None and user.locked_until > now:
         return "Too many failed sign-ins: this account is locked for a while. Try again later."

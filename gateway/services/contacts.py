@@ -12,7 +12,7 @@ from gateway.channels import CHANNEL_NAMES
 from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
-from gateway.models import Attempt, ChannelIdentity, ChannelState, Contact, Message
+from gateway.models import Attempt, ChannelIdentity, ChannelState, Contact, InboundMessage, Message
 from gateway.schemas import ContactIn, ContactPatch, To
 from gateway.services.merge import merge_contacts
 from gateway.timeutil import rfc3339
@@ -266,6 +266,8 @@ def delete_contact(session: Session, gw: Gateway, contact_id: str) -> None:
         message.plan = [{**step, "address": "erased"} for step in message.plan or []]
         for attempt in session.exec(select(Attempt).where(Attempt.message_id == message.id)):
             attempt.address = "erased"
+    for inbound in session.exec(select(InboundMessage).where(InboundMessage.contact_id == contact.id)):
+        inbound.text, inbound.raw, inbound.reply_token, inbound.address = None, None, None, "erased"
     for name in ("external_id", "name", "phone", "email", "locale", "tags", "preferred_channel"):
         setattr(contact, name, None)
     contact.deleted_at = gw.clock()

@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -16,6 +17,8 @@ from gateway.core import Gateway
 from gateway.errors import ProblemError, not_found
 from gateway.ids import new_id
 from gateway.models import ApiKey
+from gateway.services.admin_users import audit
+from gateway.timeutil import rfc3339
 
 SCOPES = ("send", "read", "admin")
 # What each scope may do: `admin` everything, `send` messages and contacts, `read` only GETs.
@@ -37,8 +40,11 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(session: Session, gw: Gateway, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
-    """Create a key; the secret is returned once and never stored."""
+def create_key(
+    session: Session, gw: Gateway, name: str, scopes: list[str], actor: str | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; the secret is returned once and never stored. With an `actor` (console user,
+    `cli`) the creation is written to the audit log, without the secret or its hash."""
     bad = [s for s in scopes if s not in SCOPES]
     if bad or not scopes:
         raise ValueError(f"scopes must be among {', '.join(SCOPES)}")
@@ -51,18 +57,37 @@ def create_key(session: Session, gw: Gateway, name: str, scopes: list[str]) -> t
         created_at=gw.clock(),
     )
     session.add(key)
+    if actor is not None:
+        audit(session, actor, "key.create", key.id, None, key_audit(key), key.created_at)
     return key, secret
+
+
+def key_audit(key: ApiKey) -> dict[str, Any]:
+    """What the audit log keeps of a key: never the secret or its hash."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "scopes": key.scopes.split(","),
+        "created_at": rfc3339(key.created_at),
+        "revoked_at": rfc3339(key.revoked_at),
+    }
 
 
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.exec(select(ApiKey).order_by(col(ApiKey.id))))
 
 
-def revoke_key(session: Session, gw: Gateway, key_id: str) -> None:
+def revoke_key(session: Session, gw: Gateway, key_id: str, actor: str | None = None) -> None:
+    """Revoke a key (again: nothing changes); other processes stop accepting it within CACHE_SECONDS."""
     key = session.get(ApiKey, key_id)
     if key is None:
         raise not_found(f"key {key_id}")
-    key.revoked_at = key.revoked_at or gw.clock()
+    if key.revoked_at is not None:
+        return
+    before = key_audit(key)
+    key.revoked_at = gw.clock()
+    if actor is not None:
+        audit(session, actor, "key.revoke", key.id, before, key_audit(key), key.revoked_at)
 
 
 class KeyChecker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
 from gateway.models import Attempt, Contact, IdempotencyRecord, InboundMessage, Message
 from gateway.notify import notify_due
-from gateway.routing import ContactFacts, Plan, RouteRequest, StateFacts, plan_route
+from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
 from gateway.services.contacts import identities_of, resolve_contact, states_of
 from gateway.services.rules import routing_rules
@@ -30,10 +31,27 @@ def request_hash(body: SendRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def answered_inbound(session: Session, contact: Contact, in_reply_to: str | None) -> InboundMessage | None:
+    """The inbound message `in_reply_to` names; 422 unless it is this contact's."""
+    if not in_reply_to:
+        return None
+    inbound = session.get(InboundMessage, in_reply_to)
+    if inbound is None or inbound.contact_id != contact.id:
+        raise validation_failed("in_reply_to", "no such inbound message from this contact")
+    return inbound
+
+
 def compute_plan(
-    session: Session, gw: Gateway, contact: Contact, body: SendRequest, reply_channel: str | None = None
+    session: Session,
+    gw: Gateway,
+    contact: Contact,
+    body: SendRequest,
+    answered: InboundMessage | None = None,
+    rules: Sequence[Rule] | None = None,
 ) -> Plan:
-    """Gather what routing needs about a contact and run the pure `plan_route`."""
+    """Gather what routing needs about a contact and run the pure `plan_route`; a reply starts on the
+    channel and at the address the answered message came from. `rules` replaces the stored rules (the
+    console's explain of a draft rule)."""
     states = states_of(session, contact.id)
     facts = ContactFacts(
         phone=contact.phone,
@@ -65,10 +83,14 @@ def compute_plan(
         fallback_until=body.fallback.until if body.fallback else None,
         templates=frozenset((body.content.templates or {}).keys()),
         send_at=body.send_at.astimezone(UTC) if body.send_at else None,
-        reply_channel=reply_channel,
+        reply_channel=answered.channel if answered else None,
+        reply_address=answered.address if answered else None,
         human_agent=body.human_agent,
     )
-    rules = routing_rules(session, gw)
+    if rules is None:
+        if "routing_rules" not in session.info:  # once per transaction: a batch of messages shares them
+            session.info["routing_rules"] = routing_rules(session, gw)
+        rules = session.info["routing_rules"]
     return plan_route(facts, state_facts, rules, request, gw.channels, gw.defaults, gw.clock())
 
 
@@ -122,6 +144,52 @@ def accept_message(
     raise conflict("a request with this Idempotency-Key is being processed")
 
 
+BATCH_TRANSACTION = 100  # messages of a batch request written in one transaction
+
+
+def accept_batch(
+    gw: Gateway, api_key_id: str | None, bodies: list[SendRequest | ProblemError]
+) -> list[dict[str, Any] | ProblemError]:
+    """Accept many messages, up to BATCH_TRANSACTION to a transaction; a refusal (given, or raised while
+    writing, which rolls back to the message's own savepoint) is that message's result alone."""
+    results: list[dict[str, Any] | ProblemError] = []
+    for start in range(0, len(bodies), BATCH_TRANSACTION):
+        written: list[Message] = []
+        with store.transaction(gw.engine) as session:
+            for body in bodies[start : start + BATCH_TRANSACTION]:
+                if isinstance(body, ProblemError):
+                    results.append(body)
+                    continue
+                try:
+                    message, response = _write_one(session, gw, api_key_id, body)
+                except ProblemError as problem:
+                    results.append(problem)
+                    continue
+                written.append(message)
+                results.append(response)
+            if any(m.due_at is not None and m.due_at <= gw.clock() for m in written):
+                notify_due(session)
+        for message in written:
+            metrics.message_accepted(message)
+        if any(m.due_at is not None and m.due_at <= gw.clock() for m in written):
+            gw.nudge()
+    return results
+
+
+def _write_one(
+    session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
+) -> tuple[Message, dict[str, Any]]:
+    """`_write_message` in a savepoint; a unique-key race with another transaction is tried once more."""
+    for tries_left in (1, 0):
+        try:
+            with session.begin_nested():
+                return _write_message(session, gw, api_key_id, body)
+        except IntegrityError:
+            if not tries_left:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _replay(
     session: Session, gw: Gateway, api_key_id: str, key: str, digest: str
 ) -> tuple[int, dict[str, Any]] | None:
@@ -145,18 +213,28 @@ def _replay(
     return record.response_status, record.response_body or {}
 
 
+def accept_in(session: Session, gw: Gateway, body: SendRequest) -> Message:
+    """Accept a message sent by the gateway itself (no API key, no idempotency key) inside the caller's
+    transaction; after it commits the caller calls `accepted(gw, message)`."""
+    message, _ = _write_message(session, gw, None, body)
+    if message.due_at is not None and message.due_at <= gw.clock():
+        notify_due(session)
+    return message
+
+
+def accepted(gw: Gateway, message: Message) -> None:
+    """What follows a committed accept: the metric and log line, and waking the dispatcher."""
+    metrics.message_accepted(message)
+    if message.due_at is not None and message.due_at <= gw.clock():
+        gw.nudge()
+
+
 def _write_message(
     session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
 ) -> tuple[Message, dict[str, Any]]:
     now = gw.clock()
     contact = resolve_contact(session, gw, body.to)
-    reply_channel = None
-    if body.in_reply_to:
-        inbound = session.get(InboundMessage, body.in_reply_to)
-        if inbound is None or inbound.contact_id != contact.id:
-            raise validation_failed("in_reply_to", "no such inbound message from this contact")
-        reply_channel = inbound.channel
-    plan = compute_plan(session, gw, contact, body, reply_channel)
+    plan = compute_plan(session, gw, contact, body, answered_inbound(session, contact, body.in_reply_to))
     send_at = body.send_at.astimezone(UTC) if body.send_at else None
     start = max(t for t in (now, send_at, plan.not_before) if t is not None)
     ttl = float(body.ttl) if body.ttl is not None else gw.settings.default_ttl
@@ -236,6 +314,7 @@ def attempt_out(a: Attempt) -> dict[str, Any]:
         "provider_message_id": a.provider_message_id,
         "status": a.status,
         "error": error,
+        "segments": a.segments,
         "created_at": rfc3339(a.created_at),
         "updated_at": rfc3339(a.updated_at),
     }

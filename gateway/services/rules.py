@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from datetime import time
 from pathlib import Path
@@ -17,16 +18,25 @@ from gateway.ids import new_id
 from gateway.models import RoutingRule
 from gateway.routing import QuietHours, RetrySpec, Rule, RuleWhen, StepSpec
 from gateway.schemas import RuleIn
+from gateway.services.admin_users import audit
 from gateway.timeutil import format_duration, rfc3339
+
+DRAFT_ID = "rule_draft"  # the id a not-yet-saved rule has in an explain
+
+
+def receipt_errors(steps: list[tuple[str, str | None]]) -> list[FieldError]:
+    """A `route.N.until` error for each (channel, until) step that waits for a receipt never given."""
+    errors = []
+    for i, (channel, until) in enumerate(steps):
+        cls = adapter_class(channel)
+        if until and cls is not None and not cls.can_report(until):
+            errors.append(FieldError(f"route.{i}.until", f"{channel} cannot report {until!r}"))
+    return errors
 
 
 def check_receipts(body: RuleIn) -> None:
     """Reject a step that waits for a receipt its channel can never give (422)."""
-    errors = []
-    for i, step in enumerate(body.route):
-        cls = adapter_class(step.channel)
-        if step.until and cls is not None and not cls.can_report(step.until):
-            errors.append(FieldError(f"route.{i}.until", f"{step.channel} cannot report {step.until!r}"))
+    errors = receipt_errors([(step.channel, step.until) for step in body.route])
     if errors:
         raise ProblemError(422, "validation-error", "The request is invalid", errors[0].message, errors)
 
@@ -77,25 +87,81 @@ def _name_taken(session: Session, name: str, rule_id: str | None) -> bool:
     return row is not None and row.id != rule_id
 
 
-def create_rule(session: Session, gw: Gateway, body: RuleIn) -> dict[str, Any]:
+def create_rule(session: Session, gw: Gateway, body: RuleIn, *, actor: str) -> dict[str, Any]:
+    """Store a new rule; `actor` (a console user, `api:<key id>`, `cli`) is written to the audit log."""
     check_receipts(body)
     if _name_taken(session, body.name, None):
         raise conflict(f"a rule named {body.name!r} exists")
     now = gw.clock()
     row = RoutingRule(id=new_id("rule"), created_at=now, updated_at=now, **_columns(body))
     session.add(row)
-    return rule_out(row)
+    after = rule_out(row)
+    audit(session, actor, "rule.create", row.id, None, copy.deepcopy(after), now)
+    return after
 
 
-def replace_rule(session: Session, gw: Gateway, rule_id: str, body: RuleIn) -> dict[str, Any]:
+def replace_rule(session: Session, gw: Gateway, rule_id: str, body: RuleIn, *, actor: str) -> dict[str, Any]:
     check_receipts(body)
     row = get_rule(session, rule_id)
     if _name_taken(session, body.name, rule_id):
         raise conflict(f"a rule named {body.name!r} exists")
+    before = copy.deepcopy(rule_out(row))
     for key, value in _columns(body).items():
         setattr(row, key, value)
     row.updated_at = gw.clock()
-    return rule_out(row)
+    after = rule_out(row)
+    audit(session, actor, "rule.update", row.id, before, copy.deepcopy(after), row.updated_at)
+    return after
+
+
+def delete_rule(session: Session, gw: Gateway, rule_id: str, *, actor: str) -> None:
+    row = get_rule(session, rule_id)
+    audit(session, actor, "rule.delete", row.id, copy.deepcopy(rule_out(row)), None, gw.clock())
+    session.delete(row)
+
+
+def set_enabled(session: Session, gw: Gateway, rule_id: str, enabled: bool, *, actor: str) -> dict[str, Any]:
+    """Turn a rule on or off; doing what is already so records nothing."""
+    row = get_rule(session, rule_id)
+    if row.enabled == enabled:
+        return rule_out(row)
+    before = copy.deepcopy(rule_out(row))
+    row.enabled, row.updated_at = enabled, gw.clock()
+    after = rule_out(row)
+    action = "rule.enable" if enabled else "rule.disable"
+    audit(session, actor, action, row.id, before, copy.deepcopy(after), row.updated_at)
+    return after
+
+
+def move_rule(session: Session, gw: Gateway, rule_id: str, step: int, *, actor: str) -> None:
+    """Move a rule one place earlier (`step` -1) or later (+1) in evaluation order by swapping its
+    `order` with its neighbour's; when the two share an `order` (ties go by name) every rule is first
+    renumbered 10, 20, 30, ... The audit entry lists the orders that changed, by rule name."""
+    rows = list_rules(session)
+    at = next((i for i, r in enumerate(rows) if r.id == rule_id), None)
+    if at is None:
+        raise not_found(f"rule {rule_id}")
+    other = at + step
+    if step not in (-1, 1) or not 0 <= other < len(rows):
+        return  # already first or last
+    before = {r.name: r.order for r in rows}
+    if rows[at].order == rows[other].order:
+        for i, r in enumerate(rows):
+            r.order = 10 * (i + 1)
+    rows[at].order, rows[other].order = rows[other].order, rows[at].order
+    now = gw.clock()
+    changed = [r for r in rows if r.order != before[r.name]]
+    for r in changed:
+        r.updated_at = now
+    audit(
+        session,
+        actor,
+        "rule.reorder",
+        rule_id,
+        {"order": {r.name: before[r.name] for r in changed}},
+        {"order": {r.name: r.order for r in changed}},
+        now,
+    )
 
 
 def get_rule(session: Session, rule_id: str) -> RoutingRule:
@@ -110,7 +176,7 @@ def list_rules(session: Session) -> list[RoutingRule]:
     return list(session.exec(query))
 
 
-def load_rules_file(session: Session, gw: Gateway, path: Path) -> list[str]:
+def load_rules_file(session: Session, gw: Gateway, path: Path, actor: str = "cli") -> list[str]:
     """Create or replace (by name) every `[[rules]]` table of a TOML file; all or nothing."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -130,9 +196,9 @@ def load_rules_file(session: Session, gw: Gateway, path: Path) -> list[str]:
             ) from None
         existing = session.exec(select(RoutingRule).where(RoutingRule.name == body.name)).first()
         if existing:
-            replace_rule(session, gw, existing.id, body)
+            replace_rule(session, gw, existing.id, body, actor=actor)
         else:
-            create_rule(session, gw, body)
+            create_rule(session, gw, body, actor=actor)
         names.append(body.name)
     return names
 
@@ -190,10 +256,18 @@ def _clock(text: str) -> time:
 
 def routing_rules(session: Session, gw: Gateway) -> list[Rule]:
     """Every stored rule as routing values, retry parts completed from the defaults."""
-    rules = []
-    for row in list_rules(session):
-        rule = to_routing_rule(row)
-        if rule.retry is not None:
-            rule = Rule(**{**rule.__dict__, "retry": with_defaults(rule.retry, gw.defaults.retry)})
-        rules.append(rule)
-    return rules
+    return [_completed(to_routing_rule(row), gw) for row in list_rules(session)]
+
+
+def _completed(rule: Rule, gw: Gateway) -> Rule:
+    if rule.retry is None:
+        return rule
+    return Rule(**{**rule.__dict__, "retry": with_defaults(rule.retry, gw.defaults.retry)})
+
+
+def rules_with_draft(session: Session, gw: Gateway, draft: RuleIn, draft_id: str | None) -> list[Rule]:
+    """The stored rules with `draft` in place of rule `draft_id` (or added, as `DRAFT_ID`, when it is
+    None): what routing would use if the draft were saved. Nothing is written."""
+    row = RoutingRule(id=draft_id or DRAFT_ID, **_columns(draft))
+    others = [r for r in routing_rules(session, gw) if r.id != row.id]
+    return [*others, _completed(to_routing_rule(row), gw)]

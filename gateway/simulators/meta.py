@@ -174,6 +174,31 @@ class MetaSimulator:
             event["timestamp"] = int(at * 1000)
         return self._post_now(product, self._page(product, sender, event), signature), mid
 
+    def tap_button(self, product: str, sender: str, button_id: str, title: str) -> tuple[int, str]:
+        """A customer taps a reply button: WhatsApp's interactive `button_reply` (with the context of the
+        last message sent to them), a Messenger or Instagram quick reply (its payload is the id)."""
+        recipient = sender.lstrip("+")
+        if product == "whatsapp":
+            wamid = "wamid." + secrets.token_hex(12)
+            sent = [m for m in self.snapshot() if m["product"] == product and m["to"] == recipient]
+            message: dict[str, Any] = {
+                "from": recipient,
+                "id": wamid,
+                "timestamp": str(int(time.time())),
+                "type": "interactive",
+                "interactive": {"type": "button_reply", "button_reply": {"id": button_id, "title": title}},
+            }
+            if sent:
+                message["context"] = {"from": DISPLAY_NUMBER, "id": sent[-1]["id"]}
+            contacts = [{"profile": {"name": "Sim Customer"}, "wa_id": recipient}]
+            payload = hooks.whatsapp_change(
+                self.ids[product], DISPLAY_NUMBER, contacts=contacts, messages=[message]
+            )
+            return self._post_now(product, payload, None), wamid
+        mid = "m_" + secrets.token_hex(12)
+        event = {"message": {"mid": mid, "text": title, "quick_reply": {"payload": button_id}}}
+        return self._post_now(product, self._page(product, sender, event), None), mid
+
     def mark_read(self, product: str, recipient: str) -> int:
         """The person reads what was sent to them (Messenger: a read watermark, no message id)."""
         last = [m for m in self.snapshot() if m["product"] == product and m["to"] == recipient.lstrip("+")]
@@ -212,12 +237,24 @@ class MetaSimulator:
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Record an accepted send; the record and the answer Meta gives for it."""
         message_id = ("wamid." if product == "whatsapp" else "m_") + secrets.token_hex(16)
+        kind = body.get("type") or "text"
+        page_message = body.get("message") or {}
+        interactive = body.get("interactive") or {}
         record = {
             "id": message_id,
             "product": product,
             "to": recipient,
-            "type": body.get("type") or "text",
-            "text": (body.get("text") or {}).get("body") or (body.get("message") or {}).get("text"),
+            "type": kind
+            if product == "whatsapp"
+            else ("attachment" if "attachment" in page_message else "text"),
+            "text": (body.get("text") or {}).get("body")
+            or page_message.get("text")
+            or (interactive.get("body") or {}).get("text"),
+            # WhatsApp media ({"link", "filename"?}) and reply buttons; Messenger attachments, quick replies.
+            "media": body.get(kind) if kind in ("image", "video", "audio", "document", "sticker") else None,
+            "buttons": [b["reply"] for b in (interactive.get("action") or {}).get("buttons") or []],
+            "attachment": page_message.get("attachment"),
+            "quick_replies": page_message.get("quick_replies"),
             "template": body.get("template"),
             "messaging_type": body.get("messaging_type"),
             "tag": body.get("tag"),

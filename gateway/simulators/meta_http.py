@@ -100,6 +100,8 @@ def graph_error(
 
 
 _MESSAGES_PATH = re.compile(r"^(?:/v\d+\.\d+)?/(?P<id>[^/?]+)/messages$")
+WHATSAPP_MEDIA = ("image", "video", "audio", "document", "sticker")
+PAGE_ATTACHMENTS = frozenset({"image", "video", "audio", "file"})
 MESSAGING_TYPES = frozenset({"RESPONSE", "UPDATE", "MESSAGE_TAG"})
 TAGS = frozenset({"HUMAN_AGENT", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE"})
 
@@ -146,7 +148,39 @@ def whatsapp_problem(body: dict[str, Any]) -> str | None:
             return "template.name is required"
         language = template.get("language")
         return None if isinstance(language, dict) and language.get("code") else "template.language.code"
+    if kind in WHATSAPP_MEDIA:
+        media = body.get(kind)
+        if not isinstance(media, dict) or not (media.get("link") or media.get("id")):
+            return f"{kind}.link or {kind}.id is required"
+        if media.get("link") and not re.match(r"https?://", str(media["link"])):
+            return f"{kind}.link must be an http(s) URL"
+        return None
+    if kind == "interactive":
+        return interactive_problem(body.get("interactive"))
     return f"unsupported type {kind!r}"
+
+
+def interactive_problem(interactive: Any) -> str | None:
+    """Why an interactive reply-button message is invalid (Cloud API limits), or None."""
+    if not isinstance(interactive, dict) or interactive.get("type") != "button":
+        return "interactive.type must be button"
+    body = interactive.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
+        return "interactive.body.text is required"
+    if len(body["text"]) > 1024:
+        return "interactive.body.text is longer than 1024 characters"
+    buttons = (interactive.get("action") or {}).get("buttons")
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        return "interactive.action.buttons needs 1 to 3 buttons"
+    replies = [b.get("reply") if isinstance(b, dict) and b.get("type") == "reply" else None for b in buttons]
+    for reply in replies:
+        if not isinstance(reply, dict) or not reply.get("id") or not reply.get("title"):
+            return "each button is {type: reply, reply: {id, title}}"
+        if len(str(reply["title"])) > 20 or len(str(reply["id"])) > 256:
+            return "a button title is at most 20 characters and its id at most 256"
+    if len({str(r["id"]) for r in replies if r}) != len(replies):
+        return "button ids must be unique"
+    return None
 
 
 def page_problem(body: dict[str, Any]) -> str | None:
@@ -154,8 +188,30 @@ def page_problem(body: dict[str, Any]) -> str | None:
     if not isinstance(body.get("recipient"), dict) or not body["recipient"].get("id"):
         return "recipient.id is required"
     message = body.get("message")
-    if not isinstance(message, dict) or not isinstance(message.get("text"), str) or not message["text"]:
+    if not isinstance(message, dict):
+        return "message is required"
+    attachment = message.get("attachment")
+    if attachment is not None:
+        if "text" in message:
+            return "message takes text or attachment, not both"
+        if not isinstance(attachment, dict) or attachment.get("type") not in PAGE_ATTACHMENTS:
+            return "message.attachment.type must be image, video, audio or file"
+        url = (attachment.get("payload") or {}).get("url")
+        if not isinstance(url, str) or not re.match(r"https?://", url):
+            return "message.attachment.payload.url is required"
+    elif not isinstance(message.get("text"), str) or not message["text"]:
         return "message.text is required"
+    elif len(message["text"]) > 2000:
+        return "message.text is longer than 2000 characters"
+    quick = message.get("quick_replies")
+    if quick is not None:
+        if not isinstance(quick, list) or not 1 <= len(quick) <= 13:
+            return "message.quick_replies takes 1 to 13 items"
+        for item in quick:
+            if not isinstance(item, dict) or item.get("content_type") != "text":
+                return "a quick reply needs content_type text"
+            if not item.get("title") or len(str(item["title"])) > 20 or not item.get("payload"):
+                return "a text quick reply needs a title of at most 20 characters and a payload"
     if body.get("messaging_type") not in MESSAGING_TYPES:
         return "messaging_type must be RESPONSE, UPDATE or MESSAGE_TAG"
     if body["messaging_type"] == "MESSAGE_TAG" and body.get("tag") not in TAGS:

@@ -197,6 +197,15 @@ class SmtpSimulator:
         html = _body(parsed, "html")
         if html is not None:
             record["html"] = html
+        # Attachments as received: file name, MIME type and the decoded bytes.
+        record["attachments"] = [
+            {
+                "filename": part.get_filename(),
+                "type": part.get_content_type(),
+                "data": part.get_payload(decode=True),
+            }
+            for part in parsed.iter_attachments()
+        ]
         with self._lock:
             self._messages.append(record)
 

@@ -196,10 +196,15 @@ class SocialSimulator(ABC):
         all_headers = {"Content-Type": content_type, **signed_headers, **(headers or {})}
         params = {**signed_query, **(query or {})}
         url = self.webhook_url + (f"?{urlencode(params)}" if params else "")
-        status, _ = post(url, body, all_headers)
+        status, answer = post(url, body, all_headers)
         with self.lock:
             self.webhook_answers.append(status)
+        self.webhook_answered(status, answer)
         return status
+
+    def webhook_answered(self, status: int, body: bytes) -> None:
+        """What the gateway answered a webhook with; a provider that reads answers overrides this."""
+        return None
 
     def later(self, job: Callable[[], object], delay: float | None = None) -> None:
         """Run `job` (usually a post_webhook) from the simulator's callback thread."""

@@ -31,6 +31,27 @@ ERRORS: dict[str, tuple[int, str]] = {
 }
 
 
+# Methods that send a file by URL, and the parameter naming it.
+FILE_METHODS = {"sendPhoto": "photo", "sendDocument": "document", "sendVideo": "video", "sendAudio": "audio"}
+
+
+def keyboard_problem(markup: Any) -> str | None:
+    """Why an inline keyboard is invalid (callback_data must be 1-64 bytes), or None."""
+    if markup is None:
+        return None
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        return 'field "inline_keyboard" of the InlineKeyboardMarkup should be an Array of Arrays'
+    for row in rows:
+        for button in row:
+            if not isinstance(button, dict) or not button.get("text"):
+                return "text buttons are unallowed in the inline keyboard"
+            data = button.get("callback_data")
+            if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+                return "BUTTON_DATA_INVALID"
+    return None
+
+
 def error_body(status: int, description: str, retry_after: int | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
     if retry_after is not None:
@@ -52,6 +73,18 @@ class TelegramSimulator(SocialSimulator):
         super().__init__(**options)
         self.bot_token, self.secret_token, self.retry_after = bot_token, secret_token, retry_after
         self._update_ids = itertools.count(10_000)
+        self.answered_callbacks: list[str] = []  # callback_query ids acknowledged in a webhook answer
+
+    def webhook_answered(self, status: int, body: bytes) -> None:
+        """The Bot API runs a method a webhook answer carries (`{"method": …, …}` as JSON); this stand-in
+        records `answerCallbackQuery`, which stops the tapped button's progress indicator."""
+        try:
+            call = json.loads(body) if status == 200 and body else None
+        except ValueError:
+            return
+        if isinstance(call, dict) and call.get("method") == "answerCallbackQuery":
+            with self.lock:
+                self.answered_callbacks.append(str(call.get("callback_query_id")))
 
     def gateway_settings(self) -> dict[str, Any]:
         """Setting overrides that point the gateway's Telegram channel here."""
@@ -69,29 +102,47 @@ class TelegramSimulator(SocialSimulator):
         method = request.path.removeprefix(prefix)
         if method == "getMe":
             return Reply(200, {"ok": True, "result": BOT_USER})
-        if method != "sendMessage" or request.method != "POST":
+        if (method != "sendMessage" and method not in FILE_METHODS) or request.method != "POST":
             return Reply(404, error_body(404, "Not Found: method not found"))
-        return self._send_message(request.json() or {})
+        return self._send_message(method, request.json() or {})
 
-    def _send_message(self, params: dict[str, Any]) -> Reply:
+    def _send_message(self, method: str, params: dict[str, Any]) -> Reply:
         if params.get("chat_id") in (None, ""):
             return Reply(400, error_body(400, "Bad Request: chat_id is empty"))
-        if not params.get("text"):
+        field = FILE_METHODS.get(method)
+        if field is None and not params.get("text"):
             return Reply(400, error_body(400, "Bad Request: message text is empty"))
+        if field is not None and not str(params.get(field) or "").startswith(("http://", "https://")):
+            return Reply(400, error_body(400, f"Bad Request: there is no {field} in the request"))
+        problem = keyboard_problem(params.get("reply_markup"))
+        if problem is not None:
+            return Reply(400, error_body(400, f"Bad Request: {problem}"))
         chat = params["chat_id"]
         behaviour = self.outcome(str(chat))
         if behaviour.kind == "error" and behaviour.error in ERRORS:
             status, description = ERRORS[behaviour.error]
             retry = self.retry_after if status == 429 else None
             return Reply(status, error_body(status, description.format(retry_after=retry), retry))
-        entry = self.record(chat_id=str(chat), text=params["text"])
-        result = {
+        entry = self.record(
+            chat_id=str(chat),
+            method=method,
+            text=params.get("text"),
+            file=params.get(field) if field else None,
+            caption=params.get("caption"),
+            reply_markup=params.get("reply_markup"),
+        )
+        result: dict[str, Any] = {
             "message_id": entry["id"],
             "from": BOT_USER,
             "chat": {"id": chat, "type": "private"},
             "date": int(time.time()),
-            "text": params["text"],
         }
+        if field is None:
+            result["text"] = params["text"]
+        else:  # the Bot API fetched the file: its answer describes it (file ids are opaque)
+            result[field] = {"file_id": f"sim-{entry['id']}", "file_unique_id": f"u{entry['id']}"}
+        if params.get("reply_markup"):
+            result["reply_markup"] = params["reply_markup"]
         return Reply(200, {"ok": True, "result": result})
 
     # -- the users' side: updates posted to the gateway ------------------------------------------
@@ -115,6 +166,26 @@ class TelegramSimulator(SocialSimulator):
             "text": text,
         }
         return self.post_update({"message": message}, **forge)
+
+    def tap_button(self, chat_id: int | str, message: dict[str, Any], data: str) -> int:
+        """The user taps an inline keyboard button of `message` (a recorded send): a `callback_query`."""
+        chat = {"id": chat_id, "type": "private", "first_name": "Sim"}
+        sent = {
+            "message_id": message["id"],
+            "from": BOT_USER,
+            "chat": chat,
+            "date": int(time.time()),
+            "text": message.get("text"),
+            "reply_markup": message.get("reply_markup"),
+        }
+        query = {
+            "id": str(self.next_id() + 4_000_000),
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Sim"},
+            "message": sent,
+            "chat_instance": "-" + str(self.next_id()),
+            "data": data,
+        }
+        return self.post_update({"callback_query": query})
 
     def press_start(self, chat_id: int | str, **forge: Any) -> int:
         """The user opens the bot and presses Start: the bot receives `/start`."""

@@ -74,6 +74,9 @@ def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
     return base64.b64encode(digest).decode()
 
 
+MAX_MEDIA = 10  # MediaUrl values Twilio accepts on one message
+
+
 def error_body(code: int, message: str, status: int) -> dict[str, Any]:
     """Twilio's legacy error shape; `type`/`title` keys would make the SDK raise another class."""
     more_info = f"https://www.twilio.com/docs/errors/{code}"
@@ -208,8 +211,8 @@ class TwilioSimulator:
             self._failures[number] += 1
             return behaviour
 
-    def accept(self, form: dict[str, str]) -> dict[str, Any]:
-        """Record an accepted send and build Twilio's Message JSON."""
+    def accept(self, form: dict[str, str], media: list[str] | None = None) -> dict[str, Any]:
+        """Record an accepted send (with its MediaUrl values, in order) and build Twilio's Message JSON."""
         sid = "SM" + secrets.token_hex(16)
         now = datetime.now(UTC)
         record = {
@@ -219,6 +222,7 @@ class TwilioSimulator:
             "body": form.get("Body", ""),
             "content_sid": form.get("ContentSid"),
             "content_variables": form.get("ContentVariables"),
+            "media_urls": list(media or []),
         }
         record["messaging_service_sid"] = form.get("MessagingServiceSid")
         record["status_callback"] = form.get("StatusCallback")
@@ -234,8 +238,9 @@ class TwilioSimulator:
             "to": form["To"], "from": form.get("From"), "body": form.get("Body", ""), "status": status,
             "messaging_service_sid": form.get("MessagingServiceSid"), "direction": "outbound-api",
             "date_created": format_datetime(now), "date_updated": format_datetime(now),
-            "date_sent": None, "num_segments": str(num_segments(form.get("Body", ""))), "num_media": "0",
-            "error_code": None, "error_message": None, "price": None, "price_unit": "USD",
+            "date_sent": None, "num_segments": str(num_segments(form.get("Body", ""))),
+            "num_media": str(len(media or [])), "error_code": None, "error_message": None, "price": None,
+            "price_unit": "USD",
             "uri": uri, "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
         }  # fmt: skip
 
@@ -284,7 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif not self._authorized(match["sid"]):
             self._json(401, error_body(20003, "Authenticate", 401))
         else:
-            self._create_message(dict(parse_qsl(body.decode(), keep_blank_values=True)))
+            pairs = parse_qsl(body.decode(), keep_blank_values=True)
+            media = [value for name, value in pairs if name == "MediaUrl"]
+            self._create_message(dict(pairs), media)
 
     def _authorized(self, path_sid: str) -> bool:
         expected = f"{self.sim.account_sid}:{self.sim.auth_token}"
@@ -295,8 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return hmac.compare_digest(credentials, expected) and path_sid == self.sim.account_sid
 
-    def _create_message(self, form: dict[str, str]) -> None:
-        invalid = _invalid_form(form)
+    def _create_message(self, form: dict[str, str], media: list[str]) -> None:
+        invalid = _invalid_form(form, media)
         if invalid is not None:
             self._json(400, invalid)
             return
@@ -308,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = SYNC_CODES.get(code, code if 500 <= code < 600 else 400)
             self._json(status, error_body(code, f"Simulated error {code}", status))
             return
-        message = self.sim.accept(form)
+        message = self.sim.accept(form, media)
         self._json(201, message)
         self.sim.report(message, form, behaviour)
 
@@ -335,11 +342,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def _invalid_form(form: dict[str, str]) -> dict[str, Any] | None:
+def _invalid_form(form: dict[str, str], media: list[str]) -> dict[str, Any] | None:
     """Twilio's error for a send request missing a required field, or None."""
     if not form.get("To"):
         return error_body(21604, "A 'To' phone number is required.", 400)
-    if not (form.get("Body") or form.get("ContentSid")):  # a content template needs no Body
+    if any(not url.startswith(("http://", "https://")) for url in media):
+        return error_body(21620, "Invalid media URL(s).", 400)
+    if len(media) > MAX_MEDIA:
+        return error_body(21623, f"Number of media files exceeds allowed limit of {MAX_MEDIA}.", 400)
+    # A content template needs no Body, nor does a message with media.
+    if not (form.get("Body") or form.get("ContentSid") or media):
         return error_body(21602, "Message body is required.", 400)
     if not (form.get("From") or form.get("MessagingServiceSid")):
         return error_body(21603, "A 'From' phone number is required.", 400)

@@ -34,6 +34,30 @@ _TOKEN_BASE = 4_000_000_000_000_000_000  # message tokens are 64-bit integers
 _EVENT_BASE, _INBOUND_BASE = _TOKEN_BASE + 5 * 10**17, _TOKEN_BASE + 9 * 10**17
 
 
+def message_problem(body: dict[str, Any]) -> str | None:
+    """Why a send_message body is bad data (Viber answers status 3), or None."""
+    kind = body.get("type")
+    if kind == "text" and not body.get("text"):
+        return "text is required"
+    if kind == "picture":
+        if not str(body.get("media") or "").startswith(("http://", "https://")):
+            return "media must be a URL"
+        if len(str(body.get("text") or "")) > 120:
+            return "a picture's text is at most 120 characters"
+    elif kind != "text":
+        return f"type {kind!r} is not simulated"
+    board = body.get("keyboard")
+    if board is not None:
+        buttons = board.get("Buttons") if isinstance(board, dict) else None
+        if board.get("Type") != "keyboard" or not isinstance(buttons, list) or not 1 <= len(buttons) <= 24:
+            return "a keyboard has Type keyboard and 1 to 24 Buttons"
+        if not all(isinstance(b, dict) and b.get("ActionType") and b.get("ActionBody") for b in buttons):
+            return "each button needs ActionType and ActionBody"
+    if len(str(body.get("tracking_data") or "")) > 4096:
+        return "tracking_data is at most 4096 characters"
+    return None
+
+
 def viber_signature(auth_token: str, body: bytes) -> str:
     return hmac.new(auth_token.encode(), body, hashlib.sha256).hexdigest()
 
@@ -67,14 +91,22 @@ class ViberSimulator(SocialSimulator):
             return Reply(404, {"status": 1, "status_message": "invalidUrl"})
         if not body.get("receiver") or not (body.get("sender") or {}).get("name"):
             return Reply(200, {"status": 4, "status_message": "missingData"})
-        if body.get("type") != "text" or not body.get("text"):
+        if message_problem(body) is not None:
             return Reply(200, {"status": 3, "status_message": "badData"})
         receiver = str(body["receiver"])
         behaviour = self.outcome(receiver)
         if behaviour.kind == "error" and behaviour.error in ERRORS:
             status, message = ERRORS[behaviour.error]
             return Reply(200, {"status": status, "status_message": message, "chat_hostname": "SN-CHAT-01_"})
-        entry = self.record(receiver=receiver, text=body["text"], sender=body["sender"]["name"])
+        entry = self.record(
+            receiver=receiver,
+            type=body["type"],
+            text=body.get("text"),
+            media=body.get("media"),
+            keyboard=body.get("keyboard"),
+            tracking_data=body.get("tracking_data"),
+            sender=body["sender"]["name"],
+        )
         token = _TOKEN_BASE + entry["id"]
         if behaviour.kind == "error":  # undelivered: accepted, then a failed callback
             self._receipt("failed", token, receiver, desc="the message could not be delivered to the device")
@@ -115,15 +147,27 @@ class ViberSimulator(SocialSimulator):
     def unsubscribed(self, user_id: str) -> int:
         return self._user_event("unsubscribed", user_id=user_id)
 
-    def user_message(self, user_id: str, text: str, **forge: Any) -> int:
+    def user_message(self, user_id: str, text: str, tracking_data: str | None = None, **forge: Any) -> int:
+        """The user writes; the `tracking_data` of the message they answer comes back with it."""
+        message: dict[str, Any] = {"type": "text", "text": text}
+        if tracking_data is not None:
+            message["tracking_data"] = tracking_data
         payload = {
             "event": "message",
             "timestamp": int(time.time() * 1000),
             "message_token": _INBOUND_BASE + self.next_id(),
             "sender": {"id": user_id, "name": "Sim", "api_version": 10},
-            "message": {"type": "text", "text": text},
+            "message": message,
         }
         return self.post_event(payload, **forge)
+
+    def tap_button(self, user_id: str, sent: dict[str, Any], action_body: str) -> int:
+        """The user taps a `reply` keyboard button of `sent` (a recorded send): its ActionBody is sent as
+        their text, with the message's tracking_data."""
+        buttons = (sent.get("keyboard") or {}).get("Buttons") or []
+        if action_body not in [b.get("ActionBody") for b in buttons]:
+            raise ValueError(f"no button with ActionBody {action_body!r}")
+        return self.user_message(user_id, action_body, tracking_data=sent.get("tracking_data"))
 
 
 def main(argv: list[str] | None = None) -> None:

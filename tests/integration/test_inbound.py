@@ -242,3 +242,20 @@ def test_events_wait_for_a_receiver_that_is_down_and_keep_their_order(
     secret = local.gw.callback_secret()
     assert all(verify_signature(secret, h, b) for h, b in receiver.calls)
     assert json.loads(receiver.calls[-1][1])["data"]["id"] == callback["id"]
+
+
+def test_deleting_a_contact_erases_what_they_wrote(
+    make_gateway: Callable[..., LocalGateway], twilio: TwilioSimulator
+) -> None:
+    from sqlmodel import Session, select
+
+    from gateway.models import InboundMessage
+
+    local = make_gateway()
+    assert inbound_sms(local, twilio, "+14155550123", "my card number is 4242", "SMdel0001") == 200
+    contact_id = local.call("GET", "/v1/contacts?phone=%2B14155550123").body["data"][0]["id"]
+    assert [e["text"] for e in timeline(local, contact_id)] == ["my card number is 4242"]
+    assert local.call("DELETE", f"/v1/contacts/{contact_id}").status == 204
+    with Session(local.gw.engine) as session:
+        stored = session.exec(select(InboundMessage).where(InboundMessage.contact_id == contact_id)).one()
+        assert (stored.text, stored.raw, stored.address) == (None, None, "erased")
