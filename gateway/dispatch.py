@@ -3,7 +3,11 @@
 It runs an asyncio loop in its own thread. Every send starts from a claim (a lease on the message
 row), so a killed process loses nothing: its claims expire and any dispatcher takes the work again.
 It sleeps until woken (an accept, a finished send, the APScheduler tick) or until the next due time.
-Database calls run in worker threads so a slow commit never stalls the sends in flight.
+
+Database work is per batch, not per message, and runs on one dedicated thread so a slow commit never
+stalls the sends in flight: one transaction per round claims due messages and starts their attempts
+(`_claim_round`), and finished sends are recorded many to a transaction (`_finish_batch`, fed by
+`gateway.writebehind`).
 """
 
 from __future__ import annotations
@@ -11,17 +15,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
 import threading
 import time as clock
-from collections.abc import Coroutine
-from typing import Any
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 import aiohttp
 
-from gateway import events, health, metrics, store
+from gateway import bot_hooks, events, health, metrics, store
 from gateway.breaker import Breakers
 from gateway.channels import build_channels
 from gateway.channels.base import Channel, SendResult
@@ -31,12 +40,27 @@ from gateway.errors import ChannelError, ErrorKind
 from gateway.models import Attempt, Event, EventDelivery
 from gateway.notify import DueListener
 from gateway.pacing import SharedPacer
-from gateway.progress import SendJob
+from gateway.progress import ABSENT_STATES, SendJob
 from gateway.services.provider_webhooks import apply_early_statuses
+from gateway.writebehind import WriteBehind
 
 log = logging.getLogger("gateway.dispatch")
 IDLE_WAIT = 60.0  # longest sleep when nothing is due; the scheduler tick wakes it sooner
 EVENT_TIMEOUT = 10.0  # seconds a business system has to answer an event delivery
+RECORD_BATCH = 200  # outcomes recorded in one transaction at most
+RECORD_WAIT = 0.005  # seconds an outcome may wait for others to share its transaction
+WAKE_GATHER = 0.002  # seconds a woken loop waits for more nudges before it claims
+PACED_AHEAD = 1.0  # a paced channel's claims reach this many seconds of its rate ahead, no further
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the provider answered to one send, waiting to be recorded."""
+
+    job: SendJob
+    result: SendResult | ChannelError
+    seconds: float
 
 
 class Dispatcher:
@@ -57,6 +81,10 @@ class Dispatcher:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._saturated = False  # every send slot was taken at the last round: wake when one frees
+        self._busy: Counter[str] = Counter()  # sends under way (pacing included) by channel
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="dispatcher-db")
+        self._outcomes: WriteBehind[Outcome] | None = None
         self._http: aiohttp.ClientSession | None = None
         self.breakers = Breakers.for_dispatcher(gw.settings, self.channels)
         self.heartbeat = clock.monotonic()  # when the loop last went round (for /readyz)
@@ -98,6 +126,8 @@ class Dispatcher:
         for channel in self.channels.values():
             await channel.open()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=EVENT_TIMEOUT))
+        self._outcomes = WriteBehind(self._record, RECORD_BATCH, RECORD_WAIT)
+        self._outcomes.start()
         self.running = True
         health.register(self)
         self._ready.set()
@@ -124,57 +154,103 @@ class Dispatcher:
                 metrics.dispatcher_stopped(list(self.channels))
 
     async def _round(self) -> None:
-        assert self._wake is not None
-        wanted = min(
-            self.gw.settings.dispatch_concurrency - len(self._inflight), self.gw.settings.dispatch_batch
-        )
-        claimed: list[str] = []
-        if wanted > 0:
-            claimed = await asyncio.to_thread(self._claim, wanted)
-            for message_id in claimed:
-                self._spawn(self._process(message_id))
-        free = self.gw.settings.dispatch_concurrency - len(self._inflight)
+        assert self._wake is not None and self._outcomes is not None
+        s = self.gw.settings
+        free = s.dispatch_concurrency - len(self._inflight) - self._outcomes.pending
+        timeout: float | None = IDLE_WAIT
         if free > 0:
-            for delivery_id in await asyncio.to_thread(self._claim_deliveries, free):
+            wanted = min(free, s.dispatch_batch)
+            jobs, deliveries, timeout = await self._db(self._claim_round, wanted, free, self._paced_quota())
+            for job in jobs:
+                self._busy[job.channel] += 1
+                self._spawn(self._process(job))
+            for delivery_id in deliveries:
                 self._spawn(self._deliver(delivery_id))
-        if claimed and len(claimed) == wanted:
-            await asyncio.sleep(0)  # there may be more: claim again once the new tasks started
-            return
-        timeout = await asyncio.to_thread(self._seconds_until_due)
+            if timeout is None:
+                await asyncio.sleep(0)  # a full batch: there may be more, claim again once the sends started
+                return
+        else:
+            self._saturated = True  # a finished send or recorded outcome wakes the loop
         with contextlib.suppress(TimeoutError):  # woken by nobody: the next due time has come
             await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.sleep(WAKE_GATHER)  # nudges in a burst (accepts, status callbacks) share one round
         self._wake.clear()
+
+    async def _db(self, work: Callable[..., T], *args: Any) -> T:
+        """Run database work on the dispatcher's own database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, work, *args)
+
+    def _paced_quota(self) -> dict[str, int]:
+        """How many more sends each paced channel may claim: what its rate sends in PACED_AHEAD seconds.
+
+        Claiming more would only have them wait in the pacer, holding leases other workers could use.
+        """
+        return {
+            name: max(0, math.ceil(PACED_AHEAD / pacer.interval) - self._busy[name])
+            for name, pacer in self.pacers.items()
+            if pacer.interval
+        }
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        if self._saturated and self._wake is not None:
+            self._saturated = False
+            self._wake.set()
 
     async def _shutdown(self) -> None:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=getattr(self, "_grace", 10.0))
         for task in self._inflight:
             task.cancel()
-        with store.transaction(self.gw.engine) as session:
-            store.release_claims(session, self.worker)
+        if self._outcomes is not None:
+            await self._outcomes.drain()  # record what was sent before giving the claims back
+        await self._db(self._release_claims)
+        self._db_thread.shutdown(wait=False)
         for channel in self.channels.values():
             await channel.close()
         if self._http is not None:
             await self._http.close()
 
-    async def _process(self, message_id: str) -> None:
+    async def _process(self, job: SendJob) -> None:
+        assert self._outcomes is not None
+        started = clock.monotonic()
         try:
-            job = await asyncio.to_thread(self._take, message_id)
-            if job is None:
-                return
-            started = clock.monotonic()
             result = await self._send(job)
-            due_now = await asyncio.to_thread(self._finish, job, result, clock.monotonic() - started)
         except Exception:
-            log.exception("dispatcher failed on %s; its claim will expire and be retaken", message_id)
+            log.exception("dispatcher failed on %s; its claim will expire and be retaken", job.message_id)
             return
+        finally:
+            self._busy[job.channel] -= 1
+        self._outcomes.add(Outcome(job, result, clock.monotonic() - started))
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        """Record outcomes in one transaction; should that fail, one by one, so one bad row costs one."""
+        try:
+            due_now = await self._db(self._finish_batch, batch)
+        except Exception as exc:
+            log.warning(
+                "recording %d outcomes together failed (%r); recording them one by one", len(batch), exc
+            )
+            due_now = False
+            for outcome in batch:
+                try:
+                    due_now = await self._db(self._finish_batch, [outcome]) or due_now
+                except Exception:
+                    log.exception(
+                        "recording the outcome of %s failed; its claim will expire and be retaken",
+                        outcome.job.message_id,
+                    )
         if due_now and self._wake is not None:
             self._wake.set()
+        self._slot_freed()
 
     async def _send(self, job: SendJob) -> SendResult | ChannelError:
         channel = self.channels.get(job.channel)
@@ -207,20 +283,24 @@ class Dispatcher:
             loaded = await asyncio.to_thread(self._load_delivery, delivery_id)
             if loaded is None:
                 return
-            url, body, secret = loaded
+            url, body, secret, respond = loaded
             headers = {
                 "Content-Type": "application/json",
                 "Gateway-Signature": events.sign(secret, body, int(clock.time())),
             }
-            error = None
+            error, answer = None, None
             assert self._http is not None
+            # A bot hook (gateway/bot_hooks.py) has a shorter time to answer, and its answer is read.
+            timeout = bot_hooks.timeout(self.gw) if respond else self._http.timeout
             try:
-                async with self._http.post(url, data=body, headers=headers) as response:
+                async with self._http.post(url, data=body, headers=headers, timeout=timeout) as response:
                     if not 200 <= response.status < 300:
                         error = f"HTTP {response.status}"
+                    elif respond:
+                        answer = await bot_hooks.read_answer(response)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            more = await asyncio.to_thread(self._record_delivery, delivery_id, error)
+            more = await asyncio.to_thread(self._record_delivery, delivery_id, error, answer)
         except Exception:
             log.exception("event delivery %s failed; its claim will expire and be retaken", delivery_id)
             return
@@ -229,13 +309,7 @@ class Dispatcher:
 
     # -- database work (runs in worker threads) --------------------------------------------------
 
-    def _claim_deliveries(self, limit: int) -> list[str]:
-        with store.transaction(self.gw.engine) as session:
-            return events.claim_due_deliveries(
-                session, self.worker, self.gw.clock(), self.gw.settings.dispatch_lease, limit
-            )
-
-    def _load_delivery(self, delivery_id: str) -> tuple[str, bytes, str] | None:
+    def _load_delivery(self, delivery_id: str) -> tuple[str, bytes, str, bool] | None:
         with store.transaction(self.gw.engine) as session:
             delivery = session.get(EventDelivery, delivery_id)
             event = session.get(Event, delivery.event_id) if delivery else None
@@ -245,9 +319,10 @@ class Dispatcher:
                 delivery.url,
                 events.body_of(event),
                 events.secret_for(session, delivery, self.gw.callback_secret()),
+                bot_hooks.responds(session, delivery, event),
             )
 
-    def _record_delivery(self, delivery_id: str, error: str | None) -> bool:
+    def _record_delivery(self, delivery_id: str, error: str | None, answer: bytes | None = None) -> bool:
         with store.transaction(self.gw.engine) as session:
             delivery = session.get(EventDelivery, delivery_id)
             if delivery is None:
@@ -257,47 +332,92 @@ class Dispatcher:
                 session, delivery, error, self.gw.clock(), s.event_backoff, s.event_max_backoff
             )
             metrics.event_delivery(session, delivery)
-            return error is None
+            reply = bot_hooks.take_reply(session, self.gw, delivery, answer) if answer is not None else None
+        bot_hooks.reply_accepted(self.gw, reply)
+        return error is None
 
-    def _claim(self, limit: int) -> list[str]:
-        with store.transaction(self.gw.engine) as session:
-            return store.claim_due_messages(
-                session, self.worker, self.gw.clock(), self.gw.settings.dispatch_lease, limit
-            )
+    def _claim_round(
+        self, wanted: int, free: int, quota: dict[str, int]
+    ) -> tuple[list[SendJob], list[str], float | None]:
+        """Claim due messages and start their attempts, claim event deliveries, in one transaction.
 
-    def _take(self, message_id: str) -> SendJob | None:
-        with store.transaction(self.gw.engine) as session:
-            message = store.lock_message(session, message_id)
-            if message is None or message.claimed_by != self.worker:
-                return None  # our lease ran out and another dispatcher has it
-            job = self.gw.progress.take_due(session, message)
-            if job is not None:
-                attempt = session.get(Attempt, job.attempt_id)
-                if attempt is not None:
-                    attempt.sent_by = self.worker
-            return job
-
-    def _finish(self, job: SendJob, result: SendResult | ChannelError, seconds: float = 0.0) -> bool:
-        with store.transaction(self.gw.engine) as session:
-            if isinstance(result, SendResult):  # before the message lock, in the order webhooks take them
-                store.lock_provider_id(session, result.provider_message_id)
-            message = store.lock_message(session, job.message_id)
-            attempt = session.get(Attempt, job.attempt_id)
-            if message is None or attempt is None:
-                return False
-            if message.claimed_by == self.worker:
-                message.claimed_until = None
-                message.claimed_by = None
-            metrics.attempt_recorded(session, message, attempt, job, result, seconds, self.gw.clock())
-            self.gw.progress.finish_send(session, message, attempt, result)
-            apply_early_statuses(self.gw, session, message, attempt)
-            return message.due_at is not None and message.due_at <= self.gw.clock()
-
-    def _seconds_until_due(self) -> float:
+        A paced channel's messages beyond its `quota` are left unclaimed. Returns the send jobs, the
+        delivery ids and how long to sleep (None: the batch was full, go on at once).
+        """
+        s = self.gw.settings
         with store.transaction(self.gw.engine) as session:
             now = self.gw.clock()
-            dues = [store.next_due_at(session, now), events.next_due_at(session, now)]
-        due = min((d for d in dues if d is not None), default=None)
-        if due is None:
-            return IDLE_WAIT
-        return min(IDLE_WAIT, max(0.0, (due - now).total_seconds()))
+            messages = store.claim_due_messages(session, self.worker, now, s.dispatch_lease, wanted)
+            attempts = store.load_attempts(
+                session, [m.current_attempt_id for m in messages if m.current_attempt_id]
+            )
+            contact_of = {m.id: m.contact_id for m in messages}
+            pairs = {(contact_of[a.message_id], a.channel) for a in attempts.values()}
+            states = store.load_channel_states(session, pairs)  # referenced until the commit
+            session.info[ABSENT_STATES] = {pair for pair, state in states.items() if state is None}
+            jobs, held_back = [], False
+            for message in messages:
+                attempt = attempts.get(message.current_attempt_id or "")
+                if attempt is not None and attempt.channel in quota:
+                    if quota[attempt.channel] <= 0:
+                        message.claimed_until, message.claimed_by, held_back = None, None, True
+                        continue
+                    quota[attempt.channel] -= 1
+                job = self.gw.progress.take_due(session, message)
+                if job is not None:
+                    attempt = session.get(Attempt, job.attempt_id)
+                    if attempt is not None:
+                        attempt.sent_by = self.worker
+                    jobs.append(job)
+            deliveries = []
+            if free > len(jobs):
+                deliveries = events.claim_due_deliveries(
+                    session, self.worker, now, s.dispatch_lease, free - len(jobs)
+                )
+            if held_back:
+                self._saturated = True  # a paced send ending wakes the loop to claim more
+                return jobs, deliveries, PACED_AHEAD
+            if len(messages) == wanted:
+                return jobs, deliveries, None
+            due = min(
+                (d for d in (store.next_due_at(session, now), events.next_due_at(session, now)) if d),
+                default=None,
+            )
+        return jobs, deliveries, _seconds_until(due, now)
+
+    def _finish_batch(self, outcomes: list[Outcome]) -> bool:
+        """Record what the providers answered; True when a message is due again at once."""
+        with store.transaction(self.gw.engine) as session:
+            sent = [o.result.provider_message_id for o in outcomes if isinstance(o.result, SendResult)]
+            store.lock_provider_ids(session, sent)  # before the message locks, as webhooks take them
+            messages = store.lock_messages(session, [o.job.message_id for o in outcomes])
+            attempts = store.load_attempts(session, [o.job.attempt_id for o in outcomes])
+            early = store.early_status_ids(
+                session, sent + [a.provider_message_id or "" for a in attempts.values()]
+            )
+            now = self.gw.clock()
+            for outcome in outcomes:
+                message, attempt = messages.get(outcome.job.message_id), attempts.get(outcome.job.attempt_id)
+                if message is None or attempt is None:
+                    continue
+                if message.claimed_by == self.worker:
+                    message.claimed_until = None
+                    message.claimed_by = None
+                metrics.attempt_recorded(
+                    session, message, attempt, outcome.job, outcome.result, outcome.seconds, now
+                )
+                self.gw.progress.finish_send(session, message, attempt, outcome.result)
+                if attempt.provider_message_id in early:
+                    apply_early_statuses(self.gw, session, message, attempt)
+            now = self.gw.clock()
+            return any(m.due_at is not None and m.due_at <= now for m in messages.values())
+
+    def _release_claims(self) -> None:
+        with store.transaction(self.gw.engine) as session:
+            store.release_claims(session, self.worker)
+
+
+def _seconds_until(due: datetime | None, now: datetime) -> float:
+    if due is None:
+        return IDLE_WAIT
+    return min(IDLE_WAIT, max(0.0, (due - now).total_seconds()))

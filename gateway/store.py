@@ -11,6 +11,7 @@ migrations run by `gateway migrate` before the new version starts.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,26 +62,56 @@ def create_schema(engine: Engine) -> None:
     SQLModel.metadata.create_all(engine)
 
 
+# SQLite has one writer at a time, and a writer that finds the lock taken polls for it, sleeping 1 to 100 ms
+# between tries: threads of one process queue on this lock instead, and each goes the instant it is free.
+SQLITE_WRITER_WAIT = 30.0  # seconds, as the connections' busy_timeout
+_sqlite_writers: dict[str, threading.RLock] = {}
+_sqlite_writers_lock = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.RLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    key = engine.url.render_as_string(hide_password=True)
+    with _sqlite_writers_lock:
+        return _sqlite_writers.setdefault(key, threading.RLock())
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any exception."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """One unit of work: commit on success, roll back on any exception.
+
+    On SQLite every transaction writes (`BEGIN IMMEDIATE`), so the process runs them one at a time.
+    """
+    lock = _writer_lock(engine)
+    if lock is not None and not lock.acquire(timeout=SQLITE_WRITER_WAIT):
+        raise TimeoutError(f"no SQLite transaction could start within {SQLITE_WRITER_WAIT:g} s")
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def claim_due_messages(session: Session, worker: str, now: datetime, lease: float, limit: int) -> list[str]:
-    """Claim up to `limit` messages whose work is due and whose claim is free or has expired."""
+def claim_due_messages(
+    session: Session, worker: str, now: datetime, lease: float, limit: int
+) -> list[models.Message]:
+    """Claim up to `limit` messages whose work is due and whose claim is free or has expired.
+
+    The `due_at` index keeps this O(log n + limit) however long the queue is.
+    """
     query = (
-        select(models.Message.id)
+        select(models.Message)
         .where(col(models.Message.due_at) <= now)
         .where(or_(col(models.Message.claimed_until).is_(None), col(models.Message.claimed_until) < now))
         .order_by(col(models.Message.due_at))
@@ -88,14 +119,12 @@ def claim_due_messages(session: Session, worker: str, now: datetime, lease: floa
     )
     if is_postgres(session.get_bind()):  # type: ignore[arg-type]
         query = query.with_for_update(skip_locked=True)
-    ids = list(session.exec(query))
-    if ids:
-        session.execute(
-            update(models.Message)
-            .where(col(models.Message.id).in_(ids))
-            .values(claimed_until=add_seconds(now, lease), claimed_by=worker)
-        )
-    return ids
+    messages = list(session.exec(query))
+    until = add_seconds(now, lease)
+    for message in messages:
+        message.claimed_until = until
+        message.claimed_by = worker
+    return messages
 
 
 def next_due_at(session: Session, now: datetime) -> datetime | None:
@@ -111,6 +140,59 @@ def lock_message(session: Session, message_id: str) -> models.Message | None:
     """Load a message for update; callers change it and its attempts in the same transaction."""
     query = select(models.Message).where(models.Message.id == message_id).with_for_update()
     return session.exec(query).first()
+
+
+def lock_messages(session: Session, ids: list[str]) -> dict[str, models.Message]:
+    """Load messages for update, locked in id order (so two batches never wait on each other in a ring)."""
+    if not ids:
+        return {}
+    query = (
+        select(models.Message)
+        .where(col(models.Message.id).in_(ids))
+        .order_by(col(models.Message.id))
+        .with_for_update()
+    )
+    return {m.id: m for m in session.exec(query)}
+
+
+def load_attempts(session: Session, ids: list[str]) -> dict[str, models.Attempt]:
+    """Load attempts by id in one query (later `session.get`s find them in the session)."""
+    if not ids:
+        return {}
+    return {a.id: a for a in session.exec(select(models.Attempt).where(col(models.Attempt.id).in_(ids)))}
+
+
+def load_channel_states(
+    session: Session, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], models.ChannelState | None]:
+    """The states of these (contact, channel) pairs in one query, None where there is none.
+
+    Keep the answer while the session is used: the session holds loaded rows only while they are referenced.
+    """
+    if not pairs:
+        return {}
+    contacts = sorted({contact for contact, _ in pairs})
+    query = select(models.ChannelState).where(col(models.ChannelState.contact_id).in_(contacts))
+    found = {(s.contact_id, s.channel): s for s in session.exec(query)}
+    return {pair: found.get(pair) for pair in pairs}
+
+
+def early_status_ids(session: Session, provider_message_ids: list[str]) -> set[str]:
+    """Which of these provider message ids have statuses waiting for their send to be recorded."""
+    wanted = sorted({p for p in provider_message_ids if p})
+    if not wanted:
+        return set()
+    column = col(models.EarlyStatus.provider_message_id)
+    return set(session.exec(select(column).where(column.in_(wanted)).distinct()))
+
+
+def lock_provider_ids(session: Session, provider_message_ids: list[str]) -> None:
+    """`lock_provider_id` for several ids at once, in key order, so batches never deadlock on them."""
+    if provider_message_ids and is_postgres(session.get_bind()):  # type: ignore[arg-type]
+        keys = "SELECT DISTINCT hashtext(id) AS key FROM unnest(CAST(:ids AS text[])) AS id ORDER BY key"
+        session.execute(
+            text(f"SELECT pg_advisory_xact_lock(key) FROM ({keys}) AS keys"), {"ids": provider_message_ids}
+        )
 
 
 def lock_provider_id(session: Session, provider_message_id: str) -> None:

@@ -61,16 +61,17 @@ def send() -> Response:
 @api_route(bp, "/batch", "POST", "Send up to 1000 messages", "send", BatchRequest, BatchOut, 202)
 def send_batch() -> Response:
     batch = parse_body(BatchRequest)
-    results: list[dict[str, object]] = []
-    for i, raw in enumerate(batch.messages):
+    bodies: list[SendRequest | ProblemError] = []
+    for raw in batch.messages:
         try:
-            body = SendRequest.model_validate_json(json.dumps(raw))
-            _, answer = messages.accept_message(gateway(), caller().key_id, body, None)
-            results.append(answer)
+            bodies.append(SendRequest.model_validate_json(json.dumps(raw)))
         except ValidationError as exc:
-            results.append({"error": problem_from(exc).within(f"messages.{i}.").to_body()})
-        except ProblemError as problem:
-            results.append({"error": problem.within(f"messages.{i}.").to_body()})
+            bodies.append(problem_from(exc))
+    answers = messages.accept_batch(gateway(), caller().key_id, bodies)
+    results = [
+        {"error": a.within(f"messages.{i}.").to_body()} if isinstance(a, ProblemError) else a
+        for i, a in enumerate(answers)
+    ]
     return json_response({"results": results}, 202)
 
 
