@@ -138,7 +138,9 @@ def run_demo(timeout: float = 30.0) -> int:
                 "and read a journey with\n"
                 f"  curl -H 'Authorization: Bearer {local.key}' "
                 f"http://127.0.0.1:8000/v1/messages/{sent[0][1]}\n"
-                f"(this run served {local.url} with that admin key)."
+                f"(this run served {local.url} with that admin key), or see the journeys in the console\n"
+                f"  GATEWAY_DATABASE_URL={database} gateway admin create-user you\n"
+                "and sign in at http://127.0.0.1:8000/admin."
             )
     unfinished = [m for m, j in journeys.items() if not _settled(j)]
     return 1 if unfinished else 0

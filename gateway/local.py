@@ -123,6 +123,9 @@ class LocalGateway:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:
+            # Open keep-alive connections (a browser's) would keep waitress's loop running: close them.
+            for channel in list(getattr(self._server, "_map", {}).values()):
+                channel.close()
             self._server.close()
         if self.inbound_email is not None:
             self.inbound_email.stop()

@@ -8,7 +8,7 @@ from flask import current_app
 
 from gateway.admin import bp
 
-MODULES = ("dashboard",)
+MODULES = ("dashboard", "messages", "contacts", "rules", "audit", "keys", "webhooks")
 # The navigation, in order; an entry shows once its page module registers the endpoint.
 NAV = (
     ("admin.dashboard", "Dashboard"),

@@ -187,6 +187,17 @@ def test_sign_in_in_the_browser(page: Any, gateway: LocalGateway, admin_user: st
     page.get_by_role("button", name="Sign in").click()
     assert "Wrong name or password" in page.get_by_role("alert").inner_text()
     screenshot(page, "login")
+    # The form works from the keyboard alone: focus moves name → password, Enter signs in.
+    page.get_by_label("Name").fill("")
+    page.get_by_label("Name").focus()
+    page.keyboard.type(admin_user)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "password"
+    page.keyboard.type(ADMIN_PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{gateway.url}/admin/")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{gateway.url}/admin/login")
     sign_in(page, gateway)
     assert page.get_by_role("heading", name="Dashboard").is_visible()
     page.get_by_role("button", name="Sign out").click()

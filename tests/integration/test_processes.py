@@ -95,3 +95,16 @@ def test_demo_runs_to_the_end_and_shows_every_journey(tmp_path: Path) -> None:
     assert "plan: whatsapp → sms" in out
     assert "error unreachable 131026" in out
     assert "Authorization: Bearer gw_" in out
+    # The console hint it prints works on the database it kept.
+    database = out.split("GATEWAY_DATABASE_URL=", 1)[1].split()[0]
+    assert f"GATEWAY_DATABASE_URL={database} gateway admin create-user you" in out
+    user = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "admin", "create-user", "you", "--password-stdin"],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "GATEWAY_DATABASE_URL": database},
+        input="a demo passphrase\n",
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert user.returncode == 0 and user.stdout.strip() == "created you", user.stderr
