@@ -14,8 +14,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gateway.local import LocalGateway, simulator_settings
+from gateway.simulators.line import LineSimulator
+from gateway.simulators.meta import MetaSimulator
 from gateway.simulators.smtp import SmtpSimulator
+from gateway.simulators.telegram import TelegramSimulator
 from gateway.simulators.twilio import TwilioSimulator
+from gateway.simulators.viber import ViberSimulator
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 
@@ -87,6 +91,30 @@ def smtp() -> Iterator[SmtpSimulator]:
 
 
 @pytest.fixture
+def meta() -> Iterator[MetaSimulator]:
+    with MetaSimulator(webhook_delay=0.1) as sim:
+        yield sim
+
+
+@pytest.fixture
+def telegram() -> Iterator[TelegramSimulator]:
+    with TelegramSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def line() -> Iterator[LineSimulator]:
+    with LineSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def viber() -> Iterator[ViberSimulator]:
+    with ViberSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
 def make_gateway(
     database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator
 ) -> Iterator[Callable[..., LocalGateway]]:
@@ -124,6 +152,17 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"message did not get there in {timeout}s: {message}")
         time.sleep(0.05)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
+    """Call `check` until it returns something truthy; fail with its last answer otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not reached in {timeout}s: {found!r}"
+        time.sleep(every)
 
 
 def status_is(*statuses: str) -> Callable[[dict[str, Any]], bool]:

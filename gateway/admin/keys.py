@@ -11,7 +11,8 @@ from werkzeug.datastructures import MultiDict
 from gateway import store
 from gateway.admin import bp
 from gateway.admin.auth import admin_required, current_user
-from gateway.api.http import gateway, problem_from
+from gateway.admin.forms import field_errors
+from gateway.api.http import gateway
 from gateway.schemas import Scope, Strict
 from gateway.services import keys
 
@@ -51,10 +52,7 @@ def key_create() -> Any:
             {"name": request.form.get("name", ""), "scopes": request.form.getlist("scopes")}, strict=False
         )
     except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for e in problem_from(exc).errors:
-            errors.setdefault(e.field.split(".")[0], e.message)  # `scopes.0` is the scopes field
-        return _page(errors)
+        return _page(field_errors(exc))
     gw = gateway()
     with store.transaction(gw.engine) as session:
         key, secret = keys.create_key(session, gw, form.name, list(form.scopes), actor=current_user().name)

@@ -11,7 +11,8 @@ from werkzeug.datastructures import MultiDict
 from gateway import store
 from gateway.admin import bp
 from gateway.admin.auth import admin_required, current_user
-from gateway.api.http import gateway, problem_from
+from gateway.admin.forms import field_errors
+from gateway.api.http import gateway
 from gateway.schemas import EventType, WebhookIn
 from gateway.services import webhooks
 
@@ -49,10 +50,7 @@ def webhook_create() -> Any:
     try:
         body = WebhookIn.model_validate(data, strict=False)
     except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for e in problem_from(exc).errors:
-            errors.setdefault(e.field.split(".")[0], e.message)
-        return _page(errors)
+        return _page(field_errors(exc))
     gw = gateway()
     with store.transaction(gw.engine) as session:
         sub, secret = webhooks.subscribe(session, gw, body, current_user().name)

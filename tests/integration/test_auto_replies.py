@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,21 +18,12 @@ from sqlmodel import Session, col, create_engine, select
 from gateway.local import LocalGateway
 from gateway.models import AutoReplyRule
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
+from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 HOURS_REPLY = "We are open Monday to Friday, 9:00 to 18:00."
 CLOSED_REPLY = "We are closed now; we will answer in the morning."
 ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def inbound_sms(local: LocalGateway, twilio: TwilioSimulator, sender: str, text: str, sid: str) -> None:

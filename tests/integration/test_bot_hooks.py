@@ -20,7 +20,7 @@ from gateway.local import LocalGateway
 from gateway.models import EventDelivery
 from gateway.simulators.line import LineSimulator
 from gateway.simulators.telegram import TelegramSimulator
-from tests.conftest import Receiver
+from tests.conftest import Receiver, eventually
 
 Answer = tuple[int, Any, float]  # HTTP status, JSON body (None: empty), seconds to wait first
 
@@ -81,34 +81,12 @@ def bots() -> Iterator[Callable[[Callable[[dict[str, Any], int], Answer]], Bot]]
         bot.stop()
 
 
-@pytest.fixture
-def telegram() -> Iterator[TelegramSimulator]:
-    with TelegramSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def line() -> Iterator[LineSimulator]:
-    with LineSimulator() as sim:
-        yield sim
-
-
 def subscribe(local: LocalGateway, url: str, respond: bool = True, events: list[str] | None = None) -> str:
     body: dict[str, Any] = {"url": url, "events": events or ["message.inbound"], "respond": respond}
     answer = local.call("POST", "/v1/webhooks", body)
     assert answer.status == 201, answer.body
     assert answer.body["respond"] is respond
     return str(answer.body["id"])
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def contact_by(local: LocalGateway, query: str) -> str:

@@ -14,18 +14,9 @@ from gateway.channels.base import Inbound
 from gateway.inbound.pipeline import receive_inbound
 from gateway.local import LocalGateway
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
+from tests.conftest import eventually
 
 FAST_EVENTS = {"event_backoff": "0.2s", "event_max_backoff": "0.5s"}
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def send(local: LocalGateway, body: dict[str, Any]) -> dict[str, Any]:

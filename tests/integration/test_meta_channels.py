@@ -10,7 +10,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -29,12 +29,6 @@ from gateway.simulators.twilio import TwilioSimulator, twilio_signature
 VERIFY = "verify-me"
 WA_SENDER = "+14155238886"
 Start = Callable[..., LocalGateway]
-
-
-@pytest.fixture
-def meta() -> Iterator[MetaSimulator]:
-    with MetaSimulator(webhook_delay=0.1) as sim:
-        yield sim
 
 
 @pytest.fixture

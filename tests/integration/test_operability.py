@@ -28,7 +28,7 @@ from gateway.errors import ChannelError, ErrorKind
 from gateway.local import LocalGateway, free_port, simulator_settings
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import Behaviour, TwilioSimulator
-from tests.conftest import FAST, POSTGRES_URL, postgres_schema_url, wait_for
+from tests.conftest import FAST, POSTGRES_URL, eventually, postgres_schema_url, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "metrics-token-0123456789"
@@ -86,17 +86,6 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any, dict
             json.loads(error.read() or b"null"),
             {k.lower(): v for k, v in error.headers.items()},
         )
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, every: float = 0.1) -> Any:
-    """Call `check` until it returns something truthy; fail with its last answer otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not reached in {timeout}s: {found!r}"
-        time.sleep(every)
 
 
 def journey(message: dict[str, Any]) -> list[tuple[str, str, str | None]]:

@@ -7,7 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from gateway.simulators.line import LineSimulator
 from gateway.simulators.meta import Behaviour, MetaSimulator
 from gateway.simulators.telegram import TelegramSimulator
 from gateway.simulators.twilio import TwilioSimulator
+from tests.conftest import eventually
 
 TEMPLATE = {"name": "order_update", "language": "en_US", "params": ["42"]}
 REPLY = "reply on the customer's channel"
@@ -42,16 +43,6 @@ def settle(local: LocalGateway, message_id: str, *statuses: str, timeout: float 
         if message["status"] in statuses and not pending:
             return dict(message)
         assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
 
 
@@ -76,12 +67,6 @@ def journey(message: dict[str, Any]) -> list[tuple[str, str, str | None]]:
 
 
 # -- Telegram: the reply goes where they wrote, threaded ---------------------------------------------------
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramSimulator]:
-    with TelegramSimulator() as sim:
-        yield sim
 
 
 def test_a_reply_goes_to_the_channel_they_wrote_from_and_is_threaded(
@@ -133,12 +118,6 @@ def test_a_reply_goes_to_the_channel_they_wrote_from_and_is_threaded(
 
 
 # -- WhatsApp: after the window closed, the template or a fallback, and the reason -------------------------
-
-
-@pytest.fixture
-def meta() -> Iterator[MetaSimulator]:
-    with MetaSimulator(webhook_delay=0.1) as sim:
-        yield sim
 
 
 @pytest.fixture
@@ -223,12 +202,6 @@ def test_a_window_closed_status_webhook_after_text_was_accepted_retries_once_wit
 
 
 # -- LINE: the reply API with the event's reply token, once, while it is valid ------------------------------
-
-
-@pytest.fixture
-def line() -> Iterator[LineSimulator]:
-    with LineSimulator() as sim:
-        yield sim
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.telegram import TelegramSimulator
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
 from gateway.simulators.viber import ViberSimulator
+from tests.conftest import eventually
 
 # A real (minimal, one blank page) PDF document.
 PDF_BYTES = (
@@ -96,30 +97,6 @@ def files() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def meta() -> Iterator[MetaSimulator]:
-    with MetaSimulator(webhook_delay=0.05) as sim:
-        yield sim
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramSimulator]:
-    with TelegramSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def line() -> Iterator[LineSimulator]:
-    with LineSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def viber() -> Iterator[ViberSimulator]:
-    with ViberSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
 def local(
     make_gateway: Callable[..., LocalGateway],
     meta: MetaSimulator,
@@ -158,16 +135,6 @@ def settle(local: LocalGateway, message_id: str, *statuses: str) -> dict[str, An
         if message["status"] in statuses:
             return message
         assert time.monotonic() < deadline, message
-        time.sleep(0.05)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
 
 
