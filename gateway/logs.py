@@ -270,13 +270,16 @@ def install(app: Flask) -> None:
         if rid is None:
             return response
         response.headers["X-Request-Id"] = rid
-        elapsed = (time.monotonic() - g.request_started) * 1000
         quiet = request.path in QUIET_PATHS and response.status_code < 500
+        level = logging.DEBUG if quiet else logging.INFO
+        if not http_log.isEnabledFor(level):  # the line is not written: do not build it
+            return response
+        elapsed = (time.monotonic() - g.request_started) * 1000
         event(
             http_log,
             "http.request",
             f"{request.method} {request.path} {response.status_code} in {elapsed:.1f} ms",
-            logging.DEBUG if quiet else logging.INFO,
+            level,
             method=request.method,
             path=request.path,
             status=response.status_code,

@@ -165,6 +165,8 @@ def _reason(attempt: Attempt) -> str:
 def message_accepted(message: Message) -> None:
     """A send request was accepted (called after its transaction committed)."""
     ACCEPTED.inc()
+    if not log.isEnabledFor(logging.INFO):
+        return
     channels = [step["channel"] for step in message.plan or []]
     logs.event(
         log,

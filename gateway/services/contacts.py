@@ -6,6 +6,7 @@ from typing import Any
 
 import phonenumbers
 from phonenumbers import timezone as phone_timezone
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from gateway.channels import CHANNEL_NAMES
@@ -54,6 +55,7 @@ def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -
     email = normalize_email(to.email, f"{prefix}.email") if to.email else None
     contact, same_person = _find(session, to, phone.phone if phone else None, email)
     now = gw.clock()
+    created = contact is None
     if contact is None:
         contact = Contact(id=new_id("ct"), created_at=now)
         session.add(contact)
@@ -75,7 +77,8 @@ def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -
         contact.locale = to.locale
     if to.tags:
         contact.tags = sorted(set(contact.tags or []) | set(to.tags))
-    contact.updated_at = now
+    if created or same_person or session.is_modified(contact):  # a request that adds nothing writes nothing
+        contact.updated_at = now
     session.flush()
     for channel, address in (to.identities or {}).items():
         _link_identity(session, contact, channel, address)
@@ -94,6 +97,11 @@ def follow_merges(session: Session, contact: Contact | None) -> Contact | None:
         seen.add(contact.id)
         contact = session.get(Contact, contact.merged_into)
     return contact
+
+
+# Built once: the lookups every send request makes (building a statement costs more than running it).
+_BY_PHONE = select(Contact).where(Contact.phone == bindparam("phone"), live()).limit(1)
+_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"), live()).limit(1)
 
 
 def _find(
@@ -120,9 +128,9 @@ def _find(
         )
         by_address += list(session.exec(query))
     if phone:
-        by_address += list(session.exec(select(Contact).where(Contact.phone == phone, live()).limit(1)))
+        by_address += list(session.exec(_BY_PHONE, params={"phone": phone}))
     if email:
-        by_address += list(session.exec(select(Contact).where(Contact.email == email, live()).limit(1)))
+        by_address += list(session.exec(_BY_EMAIL, params={"email": email}))
     if named is None:
         return (by_address[0] if by_address else None), []
     others = {c.id: c for c in by_address if c.id != named.id and to.external_id}
@@ -138,9 +146,15 @@ def _link_identity(session: Session, contact: Contact, channel: str, address: st
         session.add(ChannelIdentity(contact_id=contact.id, channel=channel, address=address))
 
 
+_IDENTITIES = select(ChannelIdentity.channel, ChannelIdentity.address).where(
+    ChannelIdentity.contact_id == bindparam("contact_id")
+)
+
+
 def identities_of(session: Session, contact_id: str) -> dict[str, str]:
-    query = select(ChannelIdentity).where(ChannelIdentity.contact_id == contact_id)
-    return {i.channel: i.address for i in session.exec(query)}
+    return {
+        channel: address for channel, address in session.exec(_IDENTITIES, params={"contact_id": contact_id})
+    }
 
 
 def states_of(session: Session, contact_id: str) -> dict[str, ChannelState]:

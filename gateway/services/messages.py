@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -15,12 +17,12 @@ from gateway import metrics, store
 from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
-from gateway.models import Attempt, Contact, IdempotencyRecord, InboundMessage, Message
+from gateway.models import Attempt, ChannelState, Contact, IdempotencyRecord, InboundMessage, Message
 from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
-from gateway.services.contacts import identities_of, resolve_contact, states_of
-from gateway.services.rules import routing_rules
+from gateway.services.contacts import identities_of, resolve_contact
+from gateway.services.rules import planning_rules
 from gateway.timeutil import add_seconds, format_duration, parse_rfc3339, rfc3339
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -41,6 +43,24 @@ def answered_inbound(session: Session, contact: Contact, in_reply_to: str | None
     return inbound
 
 
+# The columns of a contact's channel states that routing reads, in StateFacts' order.
+_STATE_FACTS = sa_select(
+    *(
+        col(c)
+        for c in (
+            ChannelState.channel,
+            ChannelState.reachability,
+            ChannelState.reason,
+            ChannelState.reprobe_at,
+            ChannelState.window_open_until,
+            ChannelState.last_inbound_at,
+            ChannelState.opted_out,
+            ChannelState.sent_in_window,
+        )
+    )
+).where(col(ChannelState.contact_id) == bindparam("id"))
+
+
 def compute_plan(
     session: Session,
     gw: Gateway,
@@ -52,7 +72,6 @@ def compute_plan(
     """Gather what routing needs about a contact and run the pure `plan_route`; a reply starts on the
     channel and at the address the answered message came from. `rules` replaces the stored rules (the
     console's explain of a draft rule)."""
-    states = states_of(session, contact.id)
     facts = ContactFacts(
         phone=contact.phone,
         email=contact.email,
@@ -63,16 +82,7 @@ def compute_plan(
         identities=identities_of(session, contact.id),
     )
     state_facts = {
-        name: StateFacts(
-            s.reachability,
-            s.reason,
-            s.reprobe_at,
-            s.window_open_until,
-            s.last_inbound_at,
-            s.opted_out,
-            s.sent_in_window,
-        )
-        for name, s in states.items()
+        name: StateFacts(*facts) for name, *facts in session.execute(_STATE_FACTS, {"id": contact.id})
     }
     request = RouteRequest(
         category=body.category,
@@ -89,7 +99,7 @@ def compute_plan(
     )
     if rules is None:
         if "routing_rules" not in session.info:  # once per transaction: a batch of messages shares them
-            session.info["routing_rules"] = routing_rules(session, gw)
+            session.info["routing_rules"] = planning_rules(session, gw)
         rules = session.info["routing_rules"]
     return plan_route(facts, state_facts, rules, request, gw.channels, gw.defaults, gw.clock())
 
@@ -262,8 +272,13 @@ def _write_message(
         message.status = "scheduled" if start > now else "queued"
         message.due_at = start
         first = plan.steps[0]
-        attempt = Attempt(
-            id=new_id("att"),
+        message.current_attempt_id = new_id("att")
+        message.channel = first.channel
+        store.insert_rows(session, message)
+        store.insert_values(
+            session,
+            Attempt,
+            id=message.current_attempt_id,
             message_id=message.id,
             step_index=0,
             channel=first.channel,
@@ -271,16 +286,11 @@ def _write_message(
             created_at=now,
             updated_at=now,
         )
-        message.current_attempt_id = attempt.id
-        message.channel = first.channel
-        session.add(message)
-        session.flush()
-        session.add(attempt)
     else:
         message.status = "failed"
         message.reason = plan.failure_reason
         message.completed = True
-        session.add(message)
+        store.insert_rows(session, message)
     response = {
         "id": message.id,
         "status": message.status,

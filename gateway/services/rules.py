@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time as clocks
 import tomllib
+import weakref
 from datetime import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy import event as sa_event
 from sqlmodel import Session, col, select
 
 from gateway.channels import adapter_class
@@ -22,6 +27,10 @@ from gateway.services.admin_users import audit
 from gateway.timeutil import format_duration, rfc3339
 
 DRAFT_ID = "rule_draft"  # the id a not-yet-saved rule has in an explain
+# How long a process plans with the routing rules it read. A rule written through this module is seen by
+# this process at once (its cache is dropped); other processes (gunicorn workers, `gateway worker`s) see
+# it within this many seconds.
+RULES_CACHE_SECONDS = 3.0
 
 
 def receipt_errors(steps: list[tuple[str, str | None]]) -> list[FieldError]:
@@ -89,6 +98,7 @@ def _name_taken(session: Session, name: str, rule_id: str | None) -> bool:
 
 def create_rule(session: Session, gw: Gateway, body: RuleIn, *, actor: str) -> dict[str, Any]:
     """Store a new rule; `actor` (a console user, `api:<key id>`, `cli`) is written to the audit log."""
+    rules_changed(session)
     check_receipts(body)
     if _name_taken(session, body.name, None):
         raise conflict(f"a rule named {body.name!r} exists")
@@ -101,6 +111,7 @@ def create_rule(session: Session, gw: Gateway, body: RuleIn, *, actor: str) -> d
 
 
 def replace_rule(session: Session, gw: Gateway, rule_id: str, body: RuleIn, *, actor: str) -> dict[str, Any]:
+    rules_changed(session)
     check_receipts(body)
     row = get_rule(session, rule_id)
     if _name_taken(session, body.name, rule_id):
@@ -115,6 +126,7 @@ def replace_rule(session: Session, gw: Gateway, rule_id: str, body: RuleIn, *, a
 
 
 def delete_rule(session: Session, gw: Gateway, rule_id: str, *, actor: str) -> None:
+    rules_changed(session)
     row = get_rule(session, rule_id)
     audit(session, actor, "rule.delete", row.id, copy.deepcopy(rule_out(row)), None, gw.clock())
     session.delete(row)
@@ -122,6 +134,7 @@ def delete_rule(session: Session, gw: Gateway, rule_id: str, *, actor: str) -> N
 
 def set_enabled(session: Session, gw: Gateway, rule_id: str, enabled: bool, *, actor: str) -> dict[str, Any]:
     """Turn a rule on or off; doing what is already so records nothing."""
+    rules_changed(session)
     row = get_rule(session, rule_id)
     if row.enabled == enabled:
         return rule_out(row)
@@ -137,6 +150,7 @@ def move_rule(session: Session, gw: Gateway, rule_id: str, step: int, *, actor: 
     """Move a rule one place earlier (`step` -1) or later (+1) in evaluation order by swapping its
     `order` with its neighbour's; when the two share an `order` (ties go by name) every rule is first
     renumbered 10, 20, 30, ... The audit entry lists the orders that changed, by rule name."""
+    rules_changed(session)
     rows = list_rules(session)
     at = next((i for i, r in enumerate(rows) if r.id == rule_id), None)
     if at is None:
@@ -257,6 +271,39 @@ def _clock(text: str) -> time:
 def routing_rules(session: Session, gw: Gateway) -> list[Rule]:
     """Every stored rule as routing values, retry parts completed from the defaults."""
     return [_completed(to_routing_rule(row), gw) for row in list_rules(session)]
+
+
+# Per database engine: (monotonic time read, retry defaults completed with, the rules).
+_cache: weakref.WeakKeyDictionary[Engine, tuple[float, Any, list[Rule]]] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def planning_rules(session: Session, gw: Gateway) -> list[Rule]:
+    """`routing_rules`, read at most once per RULES_CACHE_SECONDS per process (what accepting uses)."""
+    engine = gw.engine
+    defaults = gw.defaults.retry
+    now = clocks.monotonic()
+    with _cache_lock:
+        cached = _cache.get(engine)
+    if cached is not None and cached[0] + RULES_CACHE_SECONDS > now and cached[1] == defaults:
+        return cached[2]
+    rules = routing_rules(session, gw)
+    with _cache_lock:
+        _cache[engine] = (now, defaults, rules)
+    return rules
+
+
+def forget_rules() -> None:
+    """Drop every cached rule list of this process."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def rules_changed(session: Session) -> None:
+    """A rule is being written in `session`: forget the cached rules now and again once it commits (a
+    request that read the old rules in between must not keep them)."""
+    forget_rules()
+    sa_event.listen(session, "after_commit", lambda _session: forget_rules(), once=True)
 
 
 def _completed(rule: Rule, gw: Gateway) -> Rule:
