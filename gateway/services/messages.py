@@ -81,9 +81,7 @@ def compute_plan(
         preferred_channel=contact.preferred_channel,
         identities=identities_of(session, contact.id),
     )
-    state_facts = {
-        name: StateFacts(*facts) for name, *facts in session.execute(_STATE_FACTS, {"id": contact.id})
-    }
+    state_facts = {name: StateFacts(*row) for name, *row in session.execute(_STATE_FACTS, {"id": contact.id})}
     request = RouteRequest(
         category=body.category,
         channels=tuple(body.channels) if body.channels is not None else None,
