@@ -75,8 +75,8 @@ def _check_csrf() -> None:
 def _load_user() -> None:
     g.admin_user = None
     uid, version = session.get("uid"), session.get("ver")
-    if not isinstance(uid, str):
-        return
+    if not isinstance(uid, str) or request.endpoint == "admin.static":
+        return  # stylesheets and scripts are public and need no database lookup
     with store.transaction(gateway().engine) as db:
         user = db.get(AdminUser, uid)
     if user is None or user.session_version != version:
