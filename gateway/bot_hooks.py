@@ -27,9 +27,9 @@ from sqlmodel import Session
 from gateway.api.limits import MAX_JSON_DEPTH, json_depth
 from gateway.core import Gateway
 from gateway.errors import ProblemError
-from gateway.models import Event, EventDelivery, InboundMessage, Message, WebhookSubscription
+from gateway.models import Event, EventDelivery, InboundMessage, WebhookSubscription
 from gateway.schemas import Content, SendRequest
-from gateway.services.messages import accept_in, accepted
+from gateway.services.messages import Accepted, accept_in, accepted
 
 log = logging.getLogger("gateway.bot_hooks")
 MAX_ANSWER = 64 * 1024  # bytes of a bot hook's answer that are read
@@ -91,7 +91,7 @@ def reply_in(answer: bytes) -> tuple[dict[str, Any] | None, str | None]:
     return reply, None
 
 
-def take_reply(session: Session, gw: Gateway, delivery: EventDelivery, answer: bytes) -> Message | None:
+def take_reply(session: Session, gw: Gateway, delivery: EventDelivery, answer: bytes) -> Accepted | None:
     """Send the reply a bot hook answered with, inside the transaction recording its delivery."""
     content, problem = reply_in(answer)
     if content is None and problem is None or delivery.reply_message_id is not None:
@@ -140,7 +140,7 @@ def take_reply(session: Session, gw: Gateway, delivery: EventDelivery, answer: b
     return message
 
 
-def reply_accepted(gw: Gateway, message: Message | None) -> None:
+def reply_accepted(gw: Gateway, message: Accepted | None) -> None:
     """After the delivery's transaction committed: count the reply and wake the dispatcher for it."""
     if message is not None:
         accepted(gw, message)

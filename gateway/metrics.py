@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from gateway.core import Gateway
     from gateway.inbound.pipeline import Received
     from gateway.progress import Decision, SendJob
+    from gateway.services.messages import Accepted
 
 log = logging.getLogger("gateway.flow")
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -162,7 +163,7 @@ def _reason(attempt: Attempt) -> str:
 # -- the flow events ---------------------------------------------------------------------------------
 
 
-def message_accepted(message: Message) -> None:
+def message_accepted(message: Accepted) -> None:
     """A send request was accepted (called after its transaction committed)."""
     ACCEPTED.inc()
     if not log.isEnabledFor(logging.INFO):

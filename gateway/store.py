@@ -100,20 +100,12 @@ def transaction(engine: Engine) -> Iterator[Session]:
             lock.release()
 
 
-def insert_rows(session: Session, *rows: SQLModel) -> None:
-    """INSERT new rows as they stand, in this order, one statement each, without the ORM's unit of work
-    (which would need a flush per row to order them by their foreign keys). The rows are not added to the
-    session: later reads in the transaction load them from the database."""
-    for row in rows:
-        mapper = sa_inspect(type(row))
-        values = {prop.columns[0].key: getattr(row, prop.key) for prop in mapper.column_attrs}
-        session.execute(mapper.local_table.insert(), values)
-
-
-def insert_values(session: Session, model: type[SQLModel], **values: Any) -> None:
-    """INSERT one row of `model` from column values (the columns' defaults fill the rest), without making
-    an ORM object of it: for a row the request only writes."""
-    session.execute(sa_inspect(model).local_table.insert(), values)
+def insert_many(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """INSERT rows of `model` in one execution, without ORM objects or the ORM's unit of work: every dict
+    has the same keys, the columns' defaults fill the rest. The rows are not in the session; later reads in
+    the transaction load them from the database."""
+    if rows:
+        session.connection().execute(sa_inspect(model).local_table.insert(), rows)
 
 
 def is_postgres(engine: Engine) -> bool:

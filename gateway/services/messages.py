@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import UTC, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
@@ -22,6 +22,7 @@ from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
 from gateway.services.contacts import identities_of, resolve_contact
+from gateway.services.recipients import resolve_simple
 from gateway.services.rules import planning_rules
 from gateway.timeutil import add_seconds, format_duration, parse_rfc3339, rfc3339
 
@@ -82,6 +83,20 @@ def compute_plan(
         identities=identities_of(session, contact.id),
     )
     state_facts = {name: StateFacts(*row) for name, *row in session.execute(_STATE_FACTS, {"id": contact.id})}
+    return plan_for(session, gw, facts, state_facts, body, answered, rules)
+
+
+def plan_for(
+    session: Session,
+    gw: Gateway,
+    facts: ContactFacts,
+    state_facts: dict[str, StateFacts],
+    body: SendRequest,
+    answered: InboundMessage | None = None,
+    rules: Sequence[Rule] | None = None,
+) -> Plan:
+    """`plan_route` for a request, given what is known of its contact; the stored rules are read once per
+    transaction (a batch of messages shares them)."""
     request = RouteRequest(
         category=body.category,
         channels=tuple(body.channels) if body.channels is not None else None,
@@ -96,7 +111,7 @@ def compute_plan(
         human_agent=body.human_agent,
     )
     if rules is None:
-        if "routing_rules" not in session.info:  # once per transaction: a batch of messages shares them
+        if "routing_rules" not in session.info:
             session.info["routing_rules"] = planning_rules(session, gw)
         rules = session.info["routing_rules"]
     return plan_route(facts, state_facts, rules, request, gw.channels, gw.defaults, gw.clock())
@@ -115,6 +130,18 @@ def plan_out(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+class Accepted(NamedTuple):
+    """What an accept wrote about its message (for the metric, the log line and the dispatcher's nudge)."""
+
+    id: str
+    contact_id: str
+    category: str
+    status: str
+    reason: str | None
+    plan: list[dict[str, Any]]
+    due_at: datetime | None
+
+
 def accept_message(
     gw: Gateway, api_key_id: str | None, body: SendRequest, idempotency_key: str | None
 ) -> tuple[int, dict[str, Any]]:
@@ -127,8 +154,15 @@ def accept_message(
                     replay = _replay(session, gw, api_key_id, idempotency_key, digest)
                     if replay is not None:
                         return replay
-                message, response = _write_message(session, gw, api_key_id, body)
-                if message.due_at is not None and message.due_at <= gw.clock():
+                written = _write_simple(session, gw, api_key_id, [body])
+                if written is None:
+                    message, response = _write_message(session, gw, api_key_id, body)
+                else:
+                    only = written[0]
+                    if isinstance(only, ProblemError):
+                        raise only
+                    message, response = only
+                if _due_now(gw, [message]):
                     notify_due(session)
                 if idempotency_key and api_key_id:
                     session.add(
@@ -145,9 +179,7 @@ def accept_message(
             if not idempotency_key:
                 raise
             continue
-        metrics.message_accepted(message)
-        if message.due_at is not None and message.due_at <= gw.clock():
-            gw.nudge()
+        accepted(gw, message)
         return 202, response
     raise conflict("a request with this Idempotency-Key is being processed")
 
@@ -162,36 +194,43 @@ def accept_batch(
     writing, which rolls back to the message's own savepoint) is that message's result alone."""
     results: list[dict[str, Any] | ProblemError] = []
     for start in range(0, len(bodies), BATCH_TRANSACTION):
-        written: list[Message] = []
+        chunk = bodies[start : start + BATCH_TRANSACTION]
         with store.transaction(gw.engine) as session:
-            for body in bodies[start : start + BATCH_TRANSACTION]:
-                if isinstance(body, ProblemError):
-                    results.append(body)
-                    continue
-                try:
-                    message, response = _write_one(session, gw, api_key_id, body)
-                except ProblemError as problem:
-                    results.append(problem)
-                    continue
-                written.append(message)
-                results.append(response)
-            if any(m.due_at is not None and m.due_at <= gw.clock() for m in written):
+            requests = [b for b in chunk if not isinstance(b, ProblemError)]
+            key = api_key_id
+            simple = _write_simple(session, gw, key, requests)
+            if simple is not None:
+                outcomes = iter(simple)
+                done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
+            else:
+                done = [b if isinstance(b, ProblemError) else _write_one(session, gw, key, b) for b in chunk]
+            written = [d[0] for d in done if not isinstance(d, ProblemError)]
+            if _due_now(gw, written):
                 notify_due(session)
+        results += [d if isinstance(d, ProblemError) else d[1] for d in done]
         for message in written:
             metrics.message_accepted(message)
-        if any(m.due_at is not None and m.due_at <= gw.clock() for m in written):
+        if _due_now(gw, written):
             gw.nudge()
     return results
 
 
+def _due_now(gw: Gateway, written: Sequence[Accepted]) -> bool:
+    now = gw.clock()
+    return any(m.due_at is not None and m.due_at <= now for m in written)
+
+
 def _write_one(
     session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
-) -> tuple[Message, dict[str, Any]]:
-    """`_write_message` in a savepoint; a unique-key race with another transaction is tried once more."""
+) -> tuple[Accepted, dict[str, Any]] | ProblemError:
+    """`_write_message` in a savepoint (its refusal is returned); a unique-key race with another transaction
+    is tried once more."""
     for tries_left in (1, 0):
         try:
             with session.begin_nested():
                 return _write_message(session, gw, api_key_id, body)
+        except ProblemError as problem:
+            return problem
         except IntegrityError:
             if not tries_left:
                 raise
@@ -221,84 +260,129 @@ def _replay(
     return record.response_status, record.response_body or {}
 
 
-def accept_in(session: Session, gw: Gateway, body: SendRequest) -> Message:
+def accept_in(session: Session, gw: Gateway, body: SendRequest) -> Accepted:
     """Accept a message sent by the gateway itself (no API key, no idempotency key) inside the caller's
     transaction; after it commits the caller calls `accepted(gw, message)`."""
     message, _ = _write_message(session, gw, None, body)
-    if message.due_at is not None and message.due_at <= gw.clock():
+    if _due_now(gw, [message]):
         notify_due(session)
     return message
 
 
-def accepted(gw: Gateway, message: Message) -> None:
+def accepted(gw: Gateway, message: Accepted) -> None:
     """What follows a committed accept: the metric and log line, and waking the dispatcher."""
     metrics.message_accepted(message)
-    if message.due_at is not None and message.due_at <= gw.clock():
+    if _due_now(gw, [message]):
         gw.nudge()
+
+
+def _write_simple(
+    session: Session, gw: Gateway, api_key_id: str | None, bodies: Sequence[SendRequest]
+) -> list[tuple[Accepted, dict[str, Any]] | ProblemError] | None:
+    """Accept requests whose recipients `resolve_simple` takes (and that answer no inbound message) with
+    one lookup and one INSERT per table; None, having written nothing, when one of them needs the
+    general path."""
+    if not bodies or any(b.in_reply_to for b in bodies):
+        return None
+    recipients = resolve_simple(session, gw, [b.to for b in bodies])
+    if recipients is None:
+        return None
+    out: list[tuple[Accepted, dict[str, Any]] | ProblemError] = []
+    messages: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    for body, recipient in zip(bodies, recipients, strict=True):
+        if isinstance(recipient, ProblemError):
+            out.append(recipient)
+            continue
+        plan = plan_for(session, gw, recipient.facts, recipient.states, body)
+        message, attempt, result = _rows(gw, api_key_id, recipient.contact_id, body, plan)
+        messages.append(message)
+        if attempt is not None:
+            attempts.append(attempt)
+        out.append(result)
+    store.insert_many(session, Message, messages)
+    store.insert_many(session, Attempt, attempts)
+    return out
 
 
 def _write_message(
     session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
-) -> tuple[Message, dict[str, Any]]:
-    now = gw.clock()
+) -> tuple[Accepted, dict[str, Any]]:
     contact = resolve_contact(session, gw, body.to)
     plan = compute_plan(session, gw, contact, body, answered_inbound(session, contact, body.in_reply_to))
+    message, attempt, result = _rows(gw, api_key_id, contact.id, body, plan)
+    store.insert_many(session, Message, [message])
+    if attempt is not None:
+        store.insert_many(session, Attempt, [attempt])
+    return result
+
+
+def _rows(
+    gw: Gateway, api_key_id: str | None, contact_id: str, body: SendRequest, plan: Plan
+) -> tuple[dict[str, Any], dict[str, Any] | None, tuple[Accepted, dict[str, Any]]]:
+    """The message row (every column), its first attempt's row (None when nothing can be sent), and the
+    accept's record and answer."""
+    now = gw.clock()
     send_at = body.send_at.astimezone(UTC) if body.send_at else None
     start = max(t for t in (now, send_at, plan.not_before) if t is not None)
     ttl = float(body.ttl) if body.ttl is not None else gw.settings.default_ttl
-    message = Message(
-        id=new_id("msg"),
-        api_key_id=api_key_id,
-        contact_id=contact.id,
-        category=body.category,
-        content=body.content.model_dump(mode="json", exclude_none=True),
-        plan=[s.__dict__.copy() for s in plan.steps],
-        skipped=[s.__dict__.copy() for s in plan.skipped],
-        retry=plan.retry.__dict__.copy(),
-        rule_id=plan.rule.id if plan.rule else None,
-        metadata_=body.metadata,
-        status_callback=body.status_callback,
-        in_reply_to=body.in_reply_to,
-        human_agent=body.human_agent,
-        fallback_past_opt_out=plan.fallback_past_opt_out,
-        send_at=send_at,
-        expires_at=add_seconds(send_at or now, ttl),
-        created_at=now,
-        updated_at=now,
-    )
-    if plan.steps:
-        message.status = "scheduled" if start > now else "queued"
-        message.due_at = start
-        first = plan.steps[0]
-        message.current_attempt_id = new_id("att")
-        message.channel = first.channel
-        store.insert_rows(session, message)
-        store.insert_values(
-            session,
-            Attempt,
-            id=message.current_attempt_id,
-            message_id=message.id,
-            step_index=0,
-            channel=first.channel,
-            address=first.address,
-            created_at=now,
-            updated_at=now,
-        )
-    else:
-        message.status = "failed"
-        message.reason = plan.failure_reason
-        message.completed = True
-        store.insert_rows(session, message)
-    response = {
-        "id": message.id,
-        "status": message.status,
-        "contact_id": contact.id,
-        "plan": plan_out(message.plan or []),
-        "skipped": message.skipped or [],
+    steps = [s.__dict__.copy() for s in plan.steps]
+    skipped = [s.__dict__.copy() for s in plan.skipped]
+    first = plan.steps[0] if plan.steps else None
+    status = ("scheduled" if start > now else "queued") if first else "failed"
+    reason = None if first else plan.failure_reason
+    message_id, due_at = new_id("msg"), start if first else None
+    message: dict[str, Any] = {
+        "id": message_id,
+        "api_key_id": api_key_id,
+        "contact_id": contact_id,
+        "category": body.category,
+        "status": status,
+        "reason": reason,
+        "channel": first.channel if first else None,
+        "content": body.content.model_dump(mode="json", exclude_none=True),
+        "plan": steps,
+        "skipped": skipped,
+        "retry": plan.retry.__dict__.copy(),
+        "rule_id": plan.rule.id if plan.rule else None,
+        "step_index": 0,
+        "current_attempt_id": new_id("att") if first else None,
+        "metadata": body.metadata,
+        "status_callback": body.status_callback,
+        "in_reply_to": body.in_reply_to,
+        "human_agent": body.human_agent,
+        "send_at": send_at,
+        "expires_at": add_seconds(send_at or now, ttl),
+        "due_at": due_at,
+        "claimed_until": None,
+        "claimed_by": None,
+        "completed": first is None,
+        "fallback_past_opt_out": plan.fallback_past_opt_out,
+        "created_at": now,
+        "updated_at": now,
     }
-    if message.reason:
-        response["reason"] = message.reason
-    return message, response
+    attempt = None
+    if first is not None:
+        attempt = {
+            "id": message["current_attempt_id"],
+            "message_id": message_id,
+            "step_index": 0,
+            "channel": first.channel,
+            "address": first.address,
+            "created_at": now,
+            "updated_at": now,
+        }
+    record = Accepted(message_id, contact_id, body.category, status, reason, steps, due_at)
+    response: dict[str, Any] = {
+        "id": message_id,
+        "status": status,
+        "contact_id": contact_id,
+        "plan": plan_out(steps),
+        "skipped": skipped,
+    }
+    if reason:
+        response["reason"] = reason
+    return message, attempt, (record, response)
 
 
 def attempts_of(session: Session, message_id: str) -> list[Attempt]:

@@ -1,0 +1,110 @@
+"""The send endpoints' common case, accepted without ORM objects (`gateway/services/recipients.py`): the
+same contacts, plans and answers as the general path, which takes over when a request would change a
+contact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from gateway import store
+from gateway.local import LocalGateway
+from gateway.schemas import To
+from gateway.services.recipients import Recipient, resolve_simple
+from gateway.simulators.telegram import TelegramSimulator
+
+PHONE = "+14155550101"
+
+
+def batch(local: LocalGateway, *tos: dict[str, Any]) -> list[dict[str, Any]]:
+    bodies = [{"to": to, "content": {"text": f"message {i}"}} for i, to in enumerate(tos)]
+    answer = local.call("POST", "/v1/messages/batch", {"messages": bodies})
+    assert answer.status == 202, answer
+    return list(answer.body["results"])
+
+
+def contact(local: LocalGateway, contact_id: str) -> dict[str, Any]:
+    answer = local.call("GET", f"/v1/contacts/{contact_id}")
+    assert answer.status == 200, answer
+    return dict(answer.body)
+
+
+def contact_count(local: LocalGateway) -> int:
+    with local.gw.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM contact")).scalar_one())
+
+
+def resolve(local: LocalGateway, *tos: dict[str, Any]) -> list[Any] | None:
+    """`resolve_simple` on its own, rolled back."""
+    with store.transaction(local.gw.engine) as session:
+        found = resolve_simple(session, local.gw, [To.model_validate(t) for t in tos])
+        session.rollback()
+        return found
+
+
+def test_a_recipient_named_twice_in_one_batch_is_one_new_contact(gateway: LocalGateway) -> None:
+    results = batch(gateway, {"email": "Ann@Example.test"}, {"email": "ann@example.test"}, {"phone": PHONE})
+    first, second, third = (r["contact_id"] for r in results)
+    assert first == second != third
+    assert contact_count(gateway) == 2
+    assert contact(gateway, first)["email"] == "ann@example.test"
+    assert contact(gateway, third)["phone"] == PHONE
+
+
+def test_a_batch_that_changes_a_contact_takes_the_general_path(gateway: LocalGateway) -> None:
+    tos = ({"email": "cy@example.test"}, {"email": "cy@example.test", "tags": ["vip"], "name": "Cy"})
+    assert resolve(gateway, *tos) is None  # the second would change the contact the first creates
+    results = batch(gateway, *tos)
+    assert results[0]["contact_id"] == results[1]["contact_id"]
+    found = contact(gateway, results[0]["contact_id"])
+    assert (found["tags"], found["name"]) == (["vip"], "Cy")
+    assert contact_count(gateway) == 1
+
+
+def test_phone_is_matched_before_email_and_a_known_contact_is_not_rewritten(gateway: LocalGateway) -> None:
+    [by_phone] = batch(gateway, {"phone": PHONE, "email": "dee@example.test", "name": "Dee"})
+    [by_email] = batch(gateway, {"email": "eve@example.test"})
+    before = contact(gateway, by_phone["contact_id"])
+    found = resolve(gateway, {"phone": PHONE, "email": "eve@example.test", "name": "Dee"})
+    assert found is not None and isinstance(found[0], Recipient)
+    assert found[0].contact_id == by_phone["contact_id"]
+    [again] = batch(gateway, {"phone": PHONE, "email": "eve@example.test", "name": "Dee"})
+    assert again["contact_id"] == by_phone["contact_id"] != by_email["contact_id"]
+    assert contact(gateway, by_phone["contact_id"])["updated_at"] == before["updated_at"]
+    assert contact_count(gateway) == 2
+
+
+def test_a_bad_address_refuses_its_message_alone(gateway: LocalGateway) -> None:
+    results = batch(gateway, {"email": "fay@example.test"}, {"phone": "12"}, {"email": "not an address"})
+    assert results[0]["status"] == "queued"
+    assert [e["field"] for e in results[1]["error"]["errors"]] == ["messages.1.to.phone"]
+    assert [e["field"] for e in results[2]["error"]["errors"]] == ["messages.2.to.email"]
+    assert contact_count(gateway) == 1
+
+
+def test_known_identities_and_states_shape_the_plan_as_explain_says(
+    make_gateway: Callable[..., LocalGateway], telegram: TelegramSimulator
+) -> None:
+    local = make_gateway(**telegram.gateway_settings())
+    known = local.call(
+        "POST", "/v1/contacts", {"phone": PHONE, "identities": {"telegram": "4242"}, "tags": ["vip"]}
+    )
+    assert known.status == 201, known
+    tos = [
+        {"phone": PHONE},
+        {"email": "gus@example.test"},
+        {"phone": "+14155550102", "email": "hal@example.test"},
+    ]
+    found = resolve(local, *tos)
+    assert found is not None and all(isinstance(r, Recipient) for r in found)
+    assert found[0].facts.identities == {"telegram": "4242"}
+    assert found[0].facts.tags == ("vip",)
+    results = batch(local, *tos)
+    assert results[0]["contact_id"] == known.body["id"]
+    assert results[0]["plan"][0]["channel"] == "telegram"
+    for to, result in zip(tos, results, strict=True):
+        explained = local.call("POST", "/v1/routing/explain", {"to": to})
+        assert explained.status == 200, explained
+        assert result["plan"] == explained.body["plan"], to
