@@ -77,6 +77,7 @@ class Dispatcher:
         self._listener = DueListener(gw.engine, self.nudge) if store.is_postgres(gw.engine) else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._nudge_pending = False  # a wake-up was scheduled on the loop and has not run yet
         self._stopping = False
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,10 +101,20 @@ class Dispatcher:
             self._listener.start()
 
     def nudge(self) -> None:
-        """Wake the loop now (thread-safe)."""
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wake.set)
+        """Wake the loop now (thread-safe). A nudge while another is on its way adds nothing: that one
+        wakes the loop after this caller's commit (every status callback and accept nudges; writing to
+        the loop's wake-up socket for each cost more than the work they woke)."""
+        if self._nudge_pending:
+            return
+        loop = self._loop
+        if loop is not None and self._wake is not None and not loop.is_closed():
+            self._nudge_pending = True
+            loop.call_soon_threadsafe(self._nudged)
+
+    def _nudged(self) -> None:
+        self._nudge_pending = False  # first: a nudge from now on schedules another wake-up
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self, grace: float = 10.0) -> None:
         """Finish sends in flight (up to `grace` seconds), give back claims, close adapters."""

@@ -76,6 +76,7 @@ def emit(
     event = Event(id=new_id("evt"), type=event_type, contact_id=contact_id, data=data(), created_at=now)
     session.add(event)
     session.flush()
+    session.info[QUEUED] = True
     for target, url in targets:
         session.add(
             EventDelivery(
@@ -90,6 +91,14 @@ def emit(
             )
         )
     return event
+
+
+QUEUED = "gateway.events.queued"  # session.info key: this transaction queued deliveries
+
+
+def queued(session: Session) -> bool:
+    """Whether this transaction queued event deliveries (the dispatcher should be woken after it)."""
+    return bool(session.info.get(QUEUED))
 
 
 def emit_message_status(

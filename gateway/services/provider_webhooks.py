@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from gateway import metrics, store
+from gateway import events, metrics, store
 from gateway.channels.base import Channel, StatusUpdate, WebhookRequest
 from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
@@ -31,8 +31,6 @@ def handle_webhook(gw: Gateway, channel: Channel, hook: str, request: WebhookReq
         raise ForgedWebhook(channel.name)
     batch = channel.parse_webhook(hook, request)
     statuses = sum(apply_status_update(gw, update, channel.name) for update in batch.statuses)
-    if statuses:
-        gw.nudge()  # a failure may have scheduled an immediate retry or fallback
     for item in batch.inbound:
         receive_inbound(gw, item)
     for event in batch.identity:
@@ -63,10 +61,15 @@ def apply_status_update(gw: Gateway, update: StatusUpdate, channel: str = "") ->
         message = store.lock_message(session, attempt.message_id)
         if message is None:
             return False
-        session.refresh(attempt)
+        if store.is_postgres(gw.engine):  # read before the message's lock; SQLite's writer lock came first
+            session.refresh(attempt)
         metrics.receipt(session, message, attempt, update)
         gw.progress.apply_status(session, message, attempt, update)
-        return True
+        # Wake the dispatcher only for work due now: a retry or the next step, or an event to deliver.
+        wake = events.queued(session) or (message.due_at is not None and message.due_at <= gw.clock())
+    if wake:
+        gw.nudge()
+    return True
 
 
 def apply_watermark(gw: Gateway, channel: str, update: StatusUpdate) -> int:
