@@ -31,7 +31,7 @@ def fresh_database(kind: str, workdir: Path, postgres_url: str | None) -> Iterat
     if kind == "sqlite":
         path = workdir / f"db-{secrets.token_hex(4)}.sqlite"
         yield f"sqlite:///{path}"
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".writer"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     if not postgres_url:

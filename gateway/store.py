@@ -11,7 +11,10 @@ migrations run by `gateway migrate` before the new version starts.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -64,28 +67,79 @@ def create_schema(engine: Engine) -> None:
 
 
 # SQLite has one writer at a time, and a writer that finds the lock taken polls for it, sleeping 1 to 100 ms
-# between tries: threads of one process queue on this lock instead, and each goes the instant it is free.
+# between tries (so two processes writing took the lock from each other in bursts, and a request could wait
+# 100 ms for a lock free for most of that time). Writers queue here instead: the threads of a process on a
+# lock, the processes on an flock of `<database>.writer`, and each goes within a fraction of a millisecond.
 SQLITE_WRITER_WAIT = 30.0  # seconds, as the connections' busy_timeout
-_sqlite_writers: dict[str, threading.RLock] = {}
+
+
+class _SqliteWriter:
+    """The right to write one SQLite file: re-entrant within a thread, one thread of one process at a time."""
+
+    def __init__(self, path: str | None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # nesting of the thread holding `_lock`
+        self._path = path
+        self._fd: int | None = None
+        self._pid = 0  # the process that opened `_fd` (a forked child opens its own: flock is per open file)
+
+    def acquire(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        if self._depth == 0 and self._path is not None and not self._lock_file(deadline):
+            self._lock.release()
+            return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._lock.release()
+
+    def _lock_file(self, deadline: float) -> bool:
+        assert self._path is not None
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+
+_sqlite_writers: dict[str, _SqliteWriter] = {}
 _sqlite_writers_lock = threading.Lock()
 
 
-def _writer_lock(engine: Engine) -> threading.RLock | None:
+def _writer_lock(engine: Engine) -> _SqliteWriter | None:
     if engine.dialect.name != "sqlite":
         return None
     key = engine.url.render_as_string(hide_password=True)
+    database = engine.url.database
+    on_disk = bool(database) and database != ":memory:" and not str(database).startswith("file::memory:")
     with _sqlite_writers_lock:
-        return _sqlite_writers.setdefault(key, threading.RLock())
+        if key not in _sqlite_writers:
+            _sqlite_writers[key] = _SqliteWriter(f"{database}.writer" if on_disk else None)
+        return _sqlite_writers[key]
 
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception.
 
-    On SQLite every transaction writes (`BEGIN IMMEDIATE`), so the process runs them one at a time.
+    On SQLite every transaction writes (`BEGIN IMMEDIATE`), so they queue for the file, threads and
+    processes alike (`_SqliteWriter`).
     """
     lock = _writer_lock(engine)
-    if lock is not None and not lock.acquire(timeout=SQLITE_WRITER_WAIT):
+    if lock is not None and not lock.acquire(SQLITE_WRITER_WAIT):
         raise TimeoutError(f"no SQLite transaction could start within {SQLITE_WRITER_WAIT:g} s")
     try:
         with Session(engine, expire_on_commit=False) as session:
