@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from gateway import crypto, store
 from gateway.channels import channel_infos
+from gateway.combine import Combiner
 from gateway.events import Subscriptions
 from gateway.models import Setting
 from gateway.progress import Progress
@@ -32,6 +33,8 @@ class Gateway:
     subscriptions: Subscriptions = field(default_factory=Subscriptions)
     # Called with each newly stored inbound message, after its transaction committed.
     after_inbound: list[Callable[[Gateway, Any], None]] = field(default_factory=list)
+    # Send requests of this process that arrive together are written in one transaction.
+    accepts: Combiner[Any, Any] = field(default_factory=Combiner, repr=False)
     _callback_secret: str | None = field(default=None, repr=False)
 
     @property

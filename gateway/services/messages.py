@@ -142,11 +142,19 @@ class Accepted(NamedTuple):
     due_at: datetime | None
 
 
+Request = tuple[str | None, SendRequest]  # the caller's API key id, and what it asked
+Written = tuple[Accepted, dict[str, Any]]  # what an accept wrote, and its answer
+
+
 def accept_message(
     gw: Gateway, api_key_id: str | None, body: SendRequest, idempotency_key: str | None
 ) -> tuple[int, dict[str, Any]]:
     """Validate, resolve the contact, plan, and write message + first attempt in one transaction."""
-    digest = request_hash(body) if idempotency_key else ""
+    if not idempotency_key:
+        written = gw.accepts.submit((api_key_id, body), lambda items: _write_together(gw, items))
+        accepted(gw, written[0])
+        return 202, written[1]
+    digest = request_hash(body)
     for _ in range(2):  # a concurrent request with the same key may win the insert race once
         try:
             with store.transaction(gw.engine) as session:
@@ -154,7 +162,7 @@ def accept_message(
                     replay = _replay(session, gw, api_key_id, idempotency_key, digest)
                     if replay is not None:
                         return replay
-                written = _write_simple(session, gw, api_key_id, [body])
+                written = _write_simple(session, gw, [(api_key_id, body)])
                 if written is None:
                     message, response = _write_message(session, gw, api_key_id, body)
                 else:
@@ -196,13 +204,13 @@ def accept_batch(
     for start in range(0, len(bodies), BATCH_TRANSACTION):
         chunk = bodies[start : start + BATCH_TRANSACTION]
         with store.transaction(gw.engine) as session:
-            requests = [b for b in chunk if not isinstance(b, ProblemError)]
-            key = api_key_id
-            simple = _write_simple(session, gw, key, requests)
+            requests = [(api_key_id, b) for b in chunk if not isinstance(b, ProblemError)]
+            simple = _write_simple(session, gw, requests)
             if simple is not None:
                 outcomes = iter(simple)
                 done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
             else:
+                key = api_key_id
                 done = [b if isinstance(b, ProblemError) else _write_one(session, gw, key, b) for b in chunk]
             written = [d[0] for d in done if not isinstance(d, ProblemError)]
             if _due_now(gw, written):
@@ -222,7 +230,7 @@ def _due_now(gw: Gateway, written: Sequence[Accepted]) -> bool:
 
 def _write_one(
     session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
-) -> tuple[Accepted, dict[str, Any]] | ProblemError:
+) -> Written | ProblemError:
     """`_write_message` in a savepoint (its refusal is returned); a unique-key race with another transaction
     is tried once more."""
     for tries_left in (1, 0):
@@ -276,26 +284,50 @@ def accepted(gw: Gateway, message: Accepted) -> None:
         gw.nudge()
 
 
+def _write_together(gw: Gateway, items: Sequence[Request]) -> list[Written | Exception]:
+    """Accept single-message requests that arrived together (`gw.accepts`) in one transaction, each with
+    its own answer; should that transaction fail, each is tried alone, so a failure is only its own."""
+    try:
+        with store.transaction(gw.engine) as session:
+            written = _write_simple(session, gw, items)
+            if written is None:
+                written = [_write_one(session, gw, key, body) for key, body in items]
+            if _due_now(gw, [w[0] for w in written if not isinstance(w, ProblemError)]):
+                notify_due(session)
+    except Exception:
+        if len(items) == 1:
+            raise
+        return [_alone(gw, item) for item in items]
+    return list(written)
+
+
+def _alone(gw: Gateway, item: Request) -> Written | Exception:
+    try:
+        return _write_together(gw, [item])[0]
+    except Exception as exc:  # noqa: BLE001 - the request's own answer
+        return exc
+
+
 def _write_simple(
-    session: Session, gw: Gateway, api_key_id: str | None, bodies: Sequence[SendRequest]
-) -> list[tuple[Accepted, dict[str, Any]] | ProblemError] | None:
+    session: Session, gw: Gateway, items: Sequence[Request]
+) -> list[Written | ProblemError] | None:
     """Accept requests whose recipients `resolve_simple` takes (and that answer no inbound message) with
     one lookup and one INSERT per table; None, having written nothing, when one of them needs the
     general path."""
-    if not bodies or any(b.in_reply_to for b in bodies):
+    if not items or any(body.in_reply_to for _, body in items):
         return None
-    recipients = resolve_simple(session, gw, [b.to for b in bodies])
+    recipients = resolve_simple(session, gw, [body.to for _, body in items])
     if recipients is None:
         return None
-    out: list[tuple[Accepted, dict[str, Any]] | ProblemError] = []
+    out: list[Written | ProblemError] = []
     messages: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
-    for body, recipient in zip(bodies, recipients, strict=True):
+    for (key, body), recipient in zip(items, recipients, strict=True):
         if isinstance(recipient, ProblemError):
             out.append(recipient)
             continue
         plan = plan_for(session, gw, recipient.facts, recipient.states, body)
-        message, attempt, result = _rows(gw, api_key_id, recipient.contact_id, body, plan)
+        message, attempt, result = _rows(gw, key, recipient.contact_id, body, plan)
         messages.append(message)
         if attempt is not None:
             attempts.append(attempt)
@@ -305,9 +337,7 @@ def _write_simple(
     return out
 
 
-def _write_message(
-    session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest
-) -> tuple[Accepted, dict[str, Any]]:
+def _write_message(session: Session, gw: Gateway, api_key_id: str | None, body: SendRequest) -> Written:
     contact = resolve_contact(session, gw, body.to)
     plan = compute_plan(session, gw, contact, body, answered_inbound(session, contact, body.in_reply_to))
     message, attempt, result = _rows(gw, api_key_id, contact.id, body, plan)
@@ -319,7 +349,7 @@ def _write_message(
 
 def _rows(
     gw: Gateway, api_key_id: str | None, contact_id: str, body: SendRequest, plan: Plan
-) -> tuple[dict[str, Any], dict[str, Any] | None, tuple[Accepted, dict[str, Any]]]:
+) -> tuple[dict[str, Any], dict[str, Any] | None, Written]:
     """The message row (every column), its first attempt's row (None when nothing can be sent), and the
     accept's record and answer."""
     now = gw.clock()

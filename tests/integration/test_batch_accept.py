@@ -4,6 +4,7 @@ contact."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -108,3 +109,41 @@ def test_known_identities_and_states_shape_the_plan_as_explain_says(
         explained = local.call("POST", "/v1/routing/explain", {"to": to})
         assert explained.status == 200, explained
         assert result["plan"] == explained.body["plan"], to
+
+
+def send_at_once(local: LocalGateway, bodies: list[dict[str, Any]]) -> list[Any]:
+    """POST /v1/messages with every body at the same moment, one thread each (single requests that arrive
+    together are written in one transaction: `gw.accepts`)."""
+    answers: list[Any] = [None] * len(bodies)
+    start = threading.Barrier(len(bodies))
+
+    def post(i: int) -> None:
+        start.wait()
+        answers[i] = local.call("POST", "/v1/messages", bodies[i])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return answers
+
+
+def test_single_sends_arriving_together_to_one_new_person_make_one_contact(gateway: LocalGateway) -> None:
+    body = {"to": {"email": "ivy@example.test"}, "content": {"text": "hello"}}
+    answers = send_at_once(gateway, [body] * 8)
+    assert all(a.status == 202 for a in answers), answers
+    assert len({a.body["contact_id"] for a in answers}) == 1
+    assert len({a.body["id"] for a in answers}) == 8
+    assert contact_count(gateway) == 1
+
+
+def test_a_bad_send_arriving_with_good_ones_is_refused_alone(gateway: LocalGateway) -> None:
+    bodies = [{"to": {"phone": f"+1415555040{i}"}, "content": {"text": "hello"}} for i in range(6)]
+    bodies[3] = {"to": {"phone": "12"}, "content": {"text": "hello"}}
+    bodies[5] = {"to": {"email": "jo@example.test", "tags": ["vip"]}, "content": {"text": "hello"}}
+    answers = send_at_once(gateway, bodies)
+    assert [a.status for a in answers] == [202, 202, 202, 422, 202, 202], answers
+    assert [e["field"] for e in answers[3].body["errors"]] == ["to.phone"]
+    assert contact_count(gateway) == 5
+    assert contact(gateway, answers[5].body["contact_id"])["tags"] == ["vip"]
