@@ -21,7 +21,8 @@ class _Slot(Generic[T, R]):
 
     def __init__(self, item: T) -> None:
         self.item = item
-        self.ready = threading.Event()
+        self.ready = threading.Lock()  # held until written or made the writer (cheaper than an Event)
+        self.ready.acquire()
         self.lead = False  # woken to write, not with a result
         self.result: R | None = None
         self.error: BaseException | None = None
@@ -44,7 +45,7 @@ class Combiner(Generic[T, R]):
             self._queue.append(slot)
             lead, self._writing = not self._writing, True
         if not lead:
-            slot.ready.wait()
+            slot.ready.acquire()
             if not slot.lead:
                 return self._outcome(slot)
         with self._lock:
@@ -68,9 +69,9 @@ class Combiner(Generic[T, R]):
                     successor.lead = True
             for s in batch:
                 if s is not slot:
-                    s.ready.set()
+                    s.ready.release()
             if successor is not None:
-                successor.ready.set()
+                successor.ready.release()
         return self._outcome(slot)
 
     @staticmethod

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, g, redirect, render_template, request, session, url_for
+from flask import Flask, Request, Response, abort, g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from gateway import store
 from gateway.admin import bp
@@ -31,8 +32,19 @@ CSP = (
 )
 
 
+class _ConsoleSessions(SecureCookieSessionInterface):
+    """The console's cookie session, opened only under /admin (the cookie's path): API requests never carry
+    it, and building its signer for each of them cost more than the rest of Flask's request set-up."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if not request.path.startswith("/admin"):
+            return None  # Flask gives the request a null session, which refuses writes
+        return super().open_session(app, request)
+
+
 def configure(app: Flask) -> None:
     gw = app.extensions["gateway"]
+    app.session_interface = _ConsoleSessions()
     # The cookie signing key is derived from the callback secret, so every process of one deployment
     # (and a restart) accepts the same sessions without another secret to configure.
     app.secret_key = hmac.new(gw.callback_secret().encode(), b"admin-session", hashlib.sha256).hexdigest()
