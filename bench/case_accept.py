@@ -50,16 +50,18 @@ def baseline_run(ctx: Context, db: str) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> dict[str, Any]:
+    reps = ctx.sizes["accept"].get("reps", ctx.reps)
     out: dict[str, Any] = {
         "server": f"gunicorn, {GUNICORN_WORKERS} workers x {GUNICORN_THREADS} threads (gthread)",
         "connections": CONNECTIONS,
         "seconds": ctx.sizes["accept"]["seconds"],
+        "runs": reps,
         "databases": {},
     }
     for db in ctx.databases:
         runs: dict[str, list[dict[str, Any]]] = {"gateway": [], "baseline": []}
-        for rep in range(ctx.reps):
-            ctx.log(f"accept {db} rep {rep + 1}/{ctx.reps}: gateway, then baseline")
+        for rep in range(reps):
+            ctx.log(f"accept {db} rep {rep + 1}/{reps}: gateway, then baseline")
             runs["gateway"].append(gateway_run(ctx, db))
             runs["baseline"].append(baseline_run(ctx, db))
         row: dict[str, Any] = {}
