@@ -97,7 +97,10 @@ class LocalGateway:
             self.inbound_email = InboundEmailServer(
                 self.gw, settings.inbound_smtp_host, settings.inbound_smtp_port
             ).start()
-        self._server = create_server(self.app, host="127.0.0.1", port=port, threads=8)
+        # A short loop timeout: after close() the serving thread ends within 0.1 s, not 1 s.
+        self._server = create_server(
+            self.app, host="127.0.0.1", port=port, threads=8, asyncore_loop_timeout=0.1
+        )
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         self.key = self.new_key("admin")

@@ -21,6 +21,9 @@ def notify_due(session: Session) -> None:
         session.execute(text(f"NOTIFY {CHANNEL}"))
 
 
+LISTEN_WAIT = 0.1  # seconds the LISTEN connection waits before it checks whether it should stop
+
+
 class DueListener:
     """A thread holding one LISTEN connection; calls `wake` on every notification."""
 
@@ -44,8 +47,11 @@ class DueListener:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0):
+                        # A short wait, so that stopping (every worker stop, every test) takes no second.
+                        for _ in conn.notifies(timeout=LISTEN_WAIT):
                             self._wake()
+                            if self._stop.is_set():
+                                break
             except psycopg.Error as exc:
                 log.warning("LISTEN connection lost (%s); retrying", type(exc).__name__)
                 self._stop.wait(1.0)
