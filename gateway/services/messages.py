@@ -22,7 +22,7 @@ from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
 from gateway.services.contacts import identities_of, resolve_contact
-from gateway.services.recipients import resolve_simple
+from gateway.services.recipients import STATE_FACT_COLUMNS, resolve_simple
 from gateway.services.rules import planning_rules
 from gateway.timeutil import add_seconds, format_duration, parse_rfc3339, rfc3339
 
@@ -44,22 +44,10 @@ def answered_inbound(session: Session, contact: Contact, in_reply_to: str | None
     return inbound
 
 
-# The columns of a contact's channel states that routing reads, in StateFacts' order.
-_STATE_FACTS = sa_select(
-    *(
-        col(c)
-        for c in (
-            ChannelState.channel,
-            ChannelState.reachability,
-            ChannelState.reason,
-            ChannelState.reprobe_at,
-            ChannelState.window_open_until,
-            ChannelState.last_inbound_at,
-            ChannelState.opted_out,
-            ChannelState.sent_in_window,
-        )
-    )
-).where(col(ChannelState.contact_id) == bindparam("id"))
+# A contact's channel states as routing reads them: the channel, then StateFacts' columns.
+_STATE_FACTS = sa_select(col(ChannelState.channel), *STATE_FACT_COLUMNS).where(
+    col(ChannelState.contact_id) == bindparam("id")
+)
 
 
 def compute_plan(

@@ -64,22 +64,21 @@ _LOOKUP = sa_select(*(col(getattr(Contact, c)) for c in _CONTACT_COLUMNS)).where
 _IDENTITIES = sa_select(
     col(ChannelIdentity.contact_id), col(ChannelIdentity.channel), col(ChannelIdentity.address)
 ).where(col(ChannelIdentity.contact_id).in_(bindparam("ids", expanding=True)))
-# The columns routing reads, in StateFacts' order, after the contact id and the channel.
-_STATES: Any = sa_select(  # Any: rows of mixed column types, unpacked into StateFacts
-    *(
-        col(c)
-        for c in (
-            ChannelState.contact_id,
-            ChannelState.channel,
-            ChannelState.reachability,
-            ChannelState.reason,
-            ChannelState.reprobe_at,
-            ChannelState.window_open_until,
-            ChannelState.last_inbound_at,
-            ChannelState.opted_out,
-            ChannelState.sent_in_window,
-        )
+# The columns of a channel state that routing reads, in StateFacts' order.
+STATE_FACT_COLUMNS = tuple(
+    col(c)
+    for c in (
+        ChannelState.reachability,
+        ChannelState.reason,
+        ChannelState.reprobe_at,
+        ChannelState.window_open_until,
+        ChannelState.last_inbound_at,
+        ChannelState.opted_out,
+        ChannelState.sent_in_window,
     )
+)
+_STATES: Any = sa_select(  # Any: rows of mixed column types, unpacked into StateFacts
+    col(ChannelState.contact_id), col(ChannelState.channel), *STATE_FACT_COLUMNS
 ).where(col(ChannelState.contact_id).in_(bindparam("ids", expanding=True)))
 
 
