@@ -29,6 +29,8 @@ class _Slot(Generic[T, R]):
 
 
 class Combiner(Generic[T, R]):
+    """One queue of items and, at any moment, at most one caller writing them."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: list[_Slot[T, R]] = []

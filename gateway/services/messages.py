@@ -137,7 +137,9 @@ Written = tuple[Accepted, dict[str, Any]]  # what an accept wrote, and its answe
 def accept_message(
     gw: Gateway, api_key_id: str | None, body: SendRequest, idempotency_key: str | None
 ) -> tuple[int, dict[str, Any]]:
-    """Validate, resolve the contact, plan, and write message + first attempt in one transaction."""
+    """Validate, resolve the contact, plan, and write message + first attempt in one transaction: shared
+    with the requests of this process that arrive together (`gw.accepts`), or, with an Idempotency-Key, the
+    request's own."""
     if not idempotency_key:
         written = gw.accepts.submit((api_key_id, body), lambda items: _write_together(gw, items))
         accepted(gw, written[0])
