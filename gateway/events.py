@@ -60,6 +60,14 @@ class Subscriptions:
         return [(sid, url) for sid, url, types in rows if event_type in types]
 
 
+QUEUED = "gateway.events.queued"  # session.info key: this transaction queued deliveries
+
+
+def queued(session: Session) -> bool:
+    """Whether this transaction queued event deliveries (the dispatcher should be woken after it)."""
+    return bool(session.info.get(QUEUED))
+
+
 def emit(
     session: Session,
     subscriptions: Subscriptions,
@@ -91,14 +99,6 @@ def emit(
             )
         )
     return event
-
-
-QUEUED = "gateway.events.queued"  # session.info key: this transaction queued deliveries
-
-
-def queued(session: Session) -> bool:
-    """Whether this transaction queued event deliveries (the dispatcher should be woken after it)."""
-    return bool(session.info.get(QUEUED))
 
 
 def emit_message_status(

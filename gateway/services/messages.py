@@ -8,8 +8,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam
-from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -17,12 +15,12 @@ from gateway import metrics, store
 from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
 from gateway.ids import new_id
-from gateway.models import Attempt, ChannelState, Contact, IdempotencyRecord, InboundMessage, Message
+from gateway.models import Attempt, Contact, IdempotencyRecord, InboundMessage, Message
 from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
-from gateway.services.contacts import identities_of, resolve_contact
-from gateway.services.recipients import STATE_FACT_COLUMNS, resolve_simple
+from gateway.services.contacts import resolve_contact
+from gateway.services.recipients import resolve_simple, routing_facts
 from gateway.services.rules import planning_rules
 from gateway.timeutil import add_seconds, format_duration, parse_rfc3339, rfc3339
 
@@ -44,12 +42,6 @@ def answered_inbound(session: Session, contact: Contact, in_reply_to: str | None
     return inbound
 
 
-# A contact's channel states as routing reads them: the channel, then StateFacts' columns.
-_STATE_FACTS = sa_select(col(ChannelState.channel), *STATE_FACT_COLUMNS).where(
-    col(ChannelState.contact_id) == bindparam("id")
-)
-
-
 def compute_plan(
     session: Session,
     gw: Gateway,
@@ -61,6 +53,8 @@ def compute_plan(
     """Gather what routing needs about a contact and run the pure `plan_route`; a reply starts on the
     channel and at the address the answered message came from. `rules` replaces the stored rules (the
     console's explain of a draft rule)."""
+    session.flush()  # identities resolve_contact linked are read below
+    identities, states = routing_facts(session, [contact.id])
     facts = ContactFacts(
         phone=contact.phone,
         email=contact.email,
@@ -68,10 +62,9 @@ def compute_plan(
         timezone=contact.timezone,
         tags=tuple(contact.tags or ()),
         preferred_channel=contact.preferred_channel,
-        identities=identities_of(session, contact.id),
+        identities=identities.get(contact.id, {}),
     )
-    state_facts = {name: StateFacts(*row) for name, *row in session.execute(_STATE_FACTS, {"id": contact.id})}
-    return plan_for(session, gw, facts, state_facts, body, answered, rules)
+    return plan_for(session, gw, facts, states.get(contact.id, {}), body, answered, rules)
 
 
 def plan_for(
@@ -152,14 +145,10 @@ def accept_message(
                     replay = _replay(session, gw, api_key_id, idempotency_key, digest)
                     if replay is not None:
                         return replay
-                written = _write_simple(session, gw, [(api_key_id, body)])
-                if written is None:
-                    message, response = _write_message(session, gw, api_key_id, body)
-                else:
-                    only = written[0]
-                    if isinstance(only, ProblemError):
-                        raise only
-                    message, response = only
+                [only] = _write_requests(session, gw, [(api_key_id, body)])
+                if isinstance(only, ProblemError):
+                    raise only
+                message, response = only
                 if _due_now(gw, [message]):
                     notify_due(session)
                 if idempotency_key and api_key_id:
@@ -195,13 +184,8 @@ def accept_batch(
         chunk = bodies[start : start + BATCH_TRANSACTION]
         with store.transaction(gw.engine) as session:
             requests = [(api_key_id, b) for b in chunk if not isinstance(b, ProblemError)]
-            simple = _write_simple(session, gw, requests)
-            if simple is not None:
-                outcomes = iter(simple)
-                done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
-            else:
-                key = api_key_id
-                done = [b if isinstance(b, ProblemError) else _write_one(session, gw, key, b) for b in chunk]
+            outcomes = iter(_write_requests(session, gw, requests))
+            done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
             written = [d[0] for d in done if not isinstance(d, ProblemError)]
             if _due_now(gw, written):
                 notify_due(session)
@@ -279,9 +263,7 @@ def _write_together(gw: Gateway, items: Sequence[Request]) -> list[Written | Exc
     its own answer; should that transaction fail, each is tried alone, so a failure is only its own."""
     try:
         with store.transaction(gw.engine) as session:
-            written = _write_simple(session, gw, items)
-            if written is None:
-                written = [_write_one(session, gw, key, body) for key, body in items]
+            written = _write_requests(session, gw, items)
             if _due_now(gw, [w[0] for w in written if not isinstance(w, ProblemError)]):
                 notify_due(session)
     except Exception:
@@ -296,6 +278,15 @@ def _alone(gw: Gateway, item: Request) -> Written | Exception:
         return _write_together(gw, [item])[0]
     except Exception as exc:  # noqa: BLE001 - the request's own answer
         return exc
+
+
+def _write_requests(session: Session, gw: Gateway, items: Sequence[Request]) -> list[Written | ProblemError]:
+    """Write requests in the caller's transaction: all through `_write_simple` when it takes them all, else
+    each through the general path in its own savepoint (so a refusal is that request's alone)."""
+    written = _write_simple(session, gw, items)
+    if written is None:
+        written = [_write_one(session, gw, key, body) for key, body in items]
+    return written
 
 
 def _write_simple(

@@ -1,7 +1,8 @@
 """Many recipients at once, for the common case of the send endpoints: a `to` that names only a phone
 number and/or an email address (perhaps with a name, locale and tags), whose contact is new or already holds
 all of that. `resolve_simple` finds them with one query, reads their identities and channel states with one
-query each, and creates the new ones with one INSERT, all without ORM objects.
+query each (`routing_facts`, which planning for any contact uses), and creates the new ones with one INSERT,
+all without ORM objects.
 
 It answers None, having written nothing, when any recipient needs `resolve_contact` (an id, external id or
 identities, or a contact the request would change), and finds exactly the contacts that function would: a
@@ -64,21 +65,22 @@ _LOOKUP = sa_select(*(col(getattr(Contact, c)) for c in _CONTACT_COLUMNS)).where
 _IDENTITIES = sa_select(
     col(ChannelIdentity.contact_id), col(ChannelIdentity.channel), col(ChannelIdentity.address)
 ).where(col(ChannelIdentity.contact_id).in_(bindparam("ids", expanding=True)))
-# The columns of a channel state that routing reads, in StateFacts' order.
-STATE_FACT_COLUMNS = tuple(
-    col(c)
-    for c in (
-        ChannelState.reachability,
-        ChannelState.reason,
-        ChannelState.reprobe_at,
-        ChannelState.window_open_until,
-        ChannelState.last_inbound_at,
-        ChannelState.opted_out,
-        ChannelState.sent_in_window,
-    )
-)
+# The columns routing reads, in StateFacts' order, after the contact id and the channel.
 _STATES: Any = sa_select(  # Any: rows of mixed column types, unpacked into StateFacts
-    col(ChannelState.contact_id), col(ChannelState.channel), *STATE_FACT_COLUMNS
+    *(
+        col(c)
+        for c in (
+            ChannelState.contact_id,
+            ChannelState.channel,
+            ChannelState.reachability,
+            ChannelState.reason,
+            ChannelState.reprobe_at,
+            ChannelState.window_open_until,
+            ChannelState.last_inbound_at,
+            ChannelState.opted_out,
+            ChannelState.sent_in_window,
+        )
+    )
 ).where(col(ChannelState.contact_id).in_(bindparam("ids", expanding=True)))
 
 
@@ -142,16 +144,28 @@ def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> list[Rec
             by_email[email] = row
     new_ids = {row["id"] for row in created}
     known = [c["id"] for c in chosen if not isinstance(c, ProblemError) and c["id"] not in new_ids]
-    identities: dict[str, dict[str, str]] = {}
-    states: dict[str, dict[str, StateFacts]] = {}
-    if known:
-        for owner, channel, address in connection.execute(_IDENTITIES, {"ids": known}):
-            identities.setdefault(owner, {})[channel] = address
-        for owner, channel, *facts in connection.execute(_STATES, {"ids": known}):
-            states.setdefault(owner, {})[channel] = StateFacts(*facts)
+    identities, states = routing_facts(session, known)
     if created:
         store.insert_many(session, Contact, created)
     return [c if isinstance(c, ProblemError) else _recipient(c, identities, states) for c in chosen]
+
+
+def routing_facts(
+    session: Session, contact_ids: Sequence[str]
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, StateFacts]]]:
+    """The identities and channel states routing reads, by contact id and channel, with one query each.
+    They read the database, not the session: flush first what the transaction added."""
+    identities: dict[str, dict[str, str]] = {}
+    states: dict[str, dict[str, StateFacts]] = {}
+    ids = list(dict.fromkeys(contact_ids))
+    if not ids:
+        return identities, states
+    connection = session.connection()  # Core statements: the ORM's execute adds nothing here
+    for owner, channel, address in connection.execute(_IDENTITIES, {"ids": ids}):
+        identities.setdefault(owner, {})[channel] = address
+    for owner, channel, *facts in connection.execute(_STATES, {"ids": ids}):
+        states.setdefault(owner, {})[channel] = StateFacts(*facts)
+    return identities, states
 
 
 def _new_contact(to: To, phone: Contact | None, email: str | None, now: Any) -> dict[str, Any]:

@@ -8,11 +8,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from gateway import store
+from gateway.errors import ProblemError
 from gateway.local import LocalGateway
-from gateway.schemas import To
+from gateway.schemas import SendRequest, To
+from gateway.services import messages
 from gateway.services.recipients import Recipient, resolve_simple
 from gateway.simulators.telegram import TelegramSimulator
 
@@ -147,3 +150,22 @@ def test_a_bad_send_arriving_with_good_ones_is_refused_alone(gateway: LocalGatew
     assert [e["field"] for e in answers[3].body["errors"]] == ["to.phone"]
     assert contact_count(gateway) == 5
     assert contact(gateway, answers[5].body["contact_id"])["tags"] == ["vip"]
+
+
+def test_when_a_shared_transaction_fails_each_request_is_written_alone(
+    gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = messages._write_requests
+
+    def fails_together(session: Any, gw: Any, items: Any) -> Any:
+        if len(items) > 1:
+            raise RuntimeError("the shared transaction failed")
+        return real(session, gw, items)
+
+    monkeypatch.setattr(messages, "_write_requests", fails_together)
+    bodies = [{"to": {"email": "kim@example.test"}}, {"to": {"phone": "12"}}]
+    items = [(None, SendRequest.model_validate({**b, "content": {"text": "hi"}})) for b in bodies]
+    first, second = messages._write_together(gateway.gw, items)
+    assert not isinstance(first, Exception) and first[1]["status"] == "queued"
+    assert isinstance(second, ProblemError)
+    assert contact(gateway, first[1]["contact_id"])["email"] == "kim@example.test"
