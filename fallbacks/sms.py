@@ -7,6 +7,7 @@ the gateway's error kinds through one table, `classify_twilio_error`, following 
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ import aiohttp
 from twilio.base import values
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
@@ -100,11 +102,18 @@ def validity_period(expires_at: datetime | None, now: datetime | None = None) ->
 
 
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio has no type hints
-    """The SDK's aiohttp client, sending every request to the configured base URL."""
+    """The SDK's aiohttp client, sending every request to the configured base URL.
+
+    The SDK builds each request and reads each answer; this makes the call itself on the SDK's aiohttp
+    session. Its own `request` formatted a dozen log lines per call whether or not they were logged, built
+    a timeout object per call, and kept copies of the last request and answer.
+    """
 
     def __init__(self, base_url: str, timeout: float | None) -> None:
         super().__init__(timeout=timeout)
         self._base = urlsplit(base_url)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)  # total=None: no timeout
+        self._authorization: dict[tuple[str, str], str] = {}
 
     async def request(
         self,
@@ -116,23 +125,34 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
         auth: tuple[str, str] | None = None,
         timeout: float | None = None,
         allow_redirects: bool = False,
-    ) -> Any:
-        """Rewrite the URL's scheme and host, and apply the client's timeout and credentials."""
+    ) -> Response:
+        """Send to the base URL with the client's timeout (or the call's) and Basic credentials."""
         if auth is not None:
-            # The SDK would pass aiohttp.BasicAuth, deprecated (and warning) since aiohttp 3.14.
-            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-            headers = {**(headers or {}), "Authorization": f"Basic {token}"}
-        # AsyncTwilioHttpClient forwards only the per-call timeout and ignores its own.
-        return await super().request(
-            method,
+            # Not aiohttp.BasicAuth, which the SDK passes: deprecated (and warning) since aiohttp 3.14.
+            headers = {**(headers or {}), "Authorization": self._basic(auth)}
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_request({"method": method.upper(), "url": url, "params": params, "headers": headers})
+        response = await self.session.request(
+            method.upper(),
             self.rebase(url),
             params=params,
             data=_form_fields(data) if data is not None else None,
             headers=headers,
-            auth=None,
-            timeout=timeout if timeout is not None else self.timeout,
+            timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
             allow_redirects=allow_redirects,
         )
+        async with response:
+            text = await response.text()
+        if self.logger.isEnabledFor(logging.INFO):
+            self.log_response(response.status, response)
+        return Response(response.status, text, response.headers)
+
+    def _basic(self, auth: tuple[str, str]) -> str:
+        value = self._authorization.get(auth)
+        if value is None:
+            value = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            self._authorization = {auth: value}
+        return value
 
     def rebase(self, url: str) -> str:
         """Move an SDK URL (any Twilio host, region or edge) onto the base URL."""

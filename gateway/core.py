@@ -35,6 +35,8 @@ class Gateway:
     after_inbound: list[Callable[[Gateway, Any], None]] = field(default_factory=list)
     # Send requests of this process that arrive together are written in one transaction.
     accepts: Combiner[Any, Any] = field(default_factory=Combiner, repr=False)
+    # Provider status reports of this process that arrive together are applied in one transaction.
+    statuses: Combiner[Any, int] = field(default_factory=Combiner, repr=False)
     _callback_secret: str | None = field(default=None, repr=False)
 
     @property

@@ -40,7 +40,7 @@ from gateway.errors import ChannelError, ErrorKind
 from gateway.models import Attempt, Event, EventDelivery
 from gateway.notify import DueListener
 from gateway.pacing import SharedPacer
-from gateway.progress import ABSENT_STATES, SendJob
+from gateway.progress import SendJob
 from gateway.services.provider_webhooks import apply_early_statuses
 from gateway.writebehind import WriteBehind
 
@@ -364,8 +364,7 @@ class Dispatcher:
             )
             contact_of = {m.id: m.contact_id for m in messages}
             pairs = {(contact_of[a.message_id], a.channel) for a in attempts.values()}
-            states = store.load_channel_states(session, pairs)  # referenced until the commit
-            session.info[ABSENT_STATES] = {pair for pair, state in states.items() if state is None}
+            store.load_channel_states(session, pairs)
             jobs, held_back = [], False
             for message in messages:
                 attempt = attempts.get(message.current_attempt_id or "")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from gateway import metrics
@@ -28,6 +27,7 @@ from gateway.ids import new_id
 from gateway.inbound.provider_tokens import take_reply_token
 from gateway.models import Attempt, ChannelState, Message
 from gateway.routing import RetrySpec, receipt_reached
+from gateway.store import channel_state
 from gateway.timeutil import add_seconds
 
 ATTEMPT_RANK = {"pending": 0, "sending": 1, "accepted": 2, "sent": 3, "delivered": 4, "read": 5}
@@ -93,22 +93,6 @@ def decide_after_error(
     if step_index + 1 < steps:
         return NextStep(step_index + 1)
     return GiveUp("all-channels-failed")
-
-
-ABSENT_STATES = "absent_channel_states"  # session.info key: (contact, channel) pairs known to have no row
-
-
-def channel_state(session: Session, contact_id: str, channel: str) -> ChannelState | None:
-    """The contact's state on a channel, if any; a batch that looked its states up in one query put
-    the pairs without a row in `session.info[ABSENT_STATES]` (unless one was added since)."""
-    key = (contact_id, channel)
-    if key in session.info.get(ABSENT_STATES, ()):  # unless added since, in the session or flushed
-        added = (o for o in session.new if isinstance(o, ChannelState) and (o.contact_id, o.channel) == key)
-        found: ChannelState | None = next(added, None) or session.identity_map.get(
-            identity_key(ChannelState, key)
-        )
-        return found
-    return session.get(ChannelState, key)
 
 
 @dataclass(frozen=True)

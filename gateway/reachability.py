@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from gateway.models import ChannelState
+from gateway.store import channel_state
 from gateway.timeutil import add_seconds
 
 
@@ -30,7 +31,7 @@ class Change:
 
 def state_of(session: Session, contact_id: str, channel: str) -> ChannelState:
     """The contact's state on a channel, created as `unknown` when there is none yet."""
-    state = session.get(ChannelState, (contact_id, channel))
+    state = channel_state(session, contact_id, channel)
     if state is None:
         state = ChannelState(contact_id=contact_id, channel=channel)
         session.add(state)

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, create_engine, event, func, or_, text, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, SQLModel, col, select
 
 from gateway import models
@@ -221,26 +222,52 @@ def lock_messages(session: Session, ids: list[str]) -> dict[str, models.Message]
     return {m.id: m for m in session.exec(query)}
 
 
-def load_attempts(session: Session, ids: list[str]) -> dict[str, models.Attempt]:
-    """Load attempts by id in one query (later `session.get`s find them in the session)."""
+def load_attempts(session: Session, ids: list[str], fresh: bool = False) -> dict[str, models.Attempt]:
+    """Load attempts by id in one query (later `session.get`s find them in the session); `fresh` reads
+    them again even where the session holds them already."""
     if not ids:
         return {}
-    return {a.id: a for a in session.exec(select(models.Attempt).where(col(models.Attempt.id).in_(ids)))}
+    query = select(models.Attempt).where(col(models.Attempt.id).in_(ids))
+    if fresh:
+        query = query.execution_options(populate_existing=True)
+    return {a.id: a for a in session.exec(query)}
+
+
+ABSENT_STATES = "absent_channel_states"  # session.info key: (contact, channel) pairs known to have no row
+LOADED_STATES = "loaded_channel_states"  # session.info key: the rows loaded, held while the session lives
 
 
 def load_channel_states(
     session: Session, pairs: set[tuple[str, str]]
 ) -> dict[tuple[str, str], models.ChannelState | None]:
-    """The states of these (contact, channel) pairs in one query, None where there is none.
-
-    Keep the answer while the session is used: the session holds loaded rows only while they are referenced.
-    """
+    """The states of these (contact, channel) pairs in one query, None where there is none; later
+    `channel_state` calls in the session find them without a query (the session holds them: it keeps
+    loaded rows only while something references them)."""
     if not pairs:
         return {}
     contacts = sorted({contact for contact, _ in pairs})
     query = select(models.ChannelState).where(col(models.ChannelState.contact_id).in_(contacts))
     found = {(s.contact_id, s.channel): s for s in session.exec(query)}
-    return {pair: found.get(pair) for pair in pairs}
+    states = {pair: found.get(pair) for pair in pairs}
+    session.info.setdefault(LOADED_STATES, []).extend(found.values())
+    absent = session.info.setdefault(ABSENT_STATES, set())
+    absent |= {pair for pair, state in states.items() if state is None}
+    return states
+
+
+def channel_state(session: Session, contact_id: str, channel: str) -> models.ChannelState | None:
+    """The contact's state on a channel, if any; pairs `load_channel_states` found without a row are
+    answered from the session (a row added since is in it), every other pair by `session.get`."""
+    key = (contact_id, channel)
+    if key in session.info.get(ABSENT_STATES, ()):
+        added = (
+            o for o in session.new if isinstance(o, models.ChannelState) and (o.contact_id, o.channel) == key
+        )
+        found: models.ChannelState | None = next(added, None) or session.identity_map.get(
+            identity_key(models.ChannelState, key)
+        )
+        return found
+    return session.get(models.ChannelState, key)
 
 
 def early_status_ids(session: Session, provider_message_ids: list[str]) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import phonenumbers
@@ -19,8 +20,18 @@ from gateway.services.merge import merge_contacts
 from gateway.timeutil import rfc3339
 
 
-def normalize_phone(raw: str, country: str | None, default_region: str, field: str) -> Contact:
-    """Parse a phone number into E.164 with its region and time zone (a Contact holding just that)."""
+@dataclass(frozen=True)
+class Phone:
+    """A phone number in E.164, with its region and, when the number has only one, its time zone."""
+
+    phone: str
+    country: str | None
+    timezone: str | None
+
+
+def normalize_phone(raw: str, country: str | None, default_region: str, field: str) -> Phone:
+    """Parse a phone number into E.164 with its region and time zone (a plain value: an ORM object would
+    cost twice the parsing)."""
     try:
         number = phonenumbers.parse(raw, (country or default_region).upper())
     except phonenumbers.NumberParseException:
@@ -28,8 +39,7 @@ def normalize_phone(raw: str, country: str | None, default_region: str, field: s
     if not phonenumbers.is_valid_number(number):
         raise validation_failed(field, "is not a valid phone number for its region")
     zones = [z for z in phone_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]
-    return Contact(
-        id="",
+    return Phone(
         phone=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
         country=phonenumbers.region_code_for_number(number),
         timezone=zones[0] if len(zones) == 1 else None,

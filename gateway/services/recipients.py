@@ -27,7 +27,7 @@ from gateway.ids import new_id
 from gateway.models import ChannelIdentity, ChannelState, Contact
 from gateway.routing import ContactFacts, StateFacts
 from gateway.schemas import To
-from gateway.services.contacts import live, normalize_email, normalize_phone
+from gateway.services.contacts import Phone, live, normalize_email, normalize_phone
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> list[Rec
     if not all(is_simple(to) for to in tos):
         return None
     region = gw.settings.default_region
-    keys: list[tuple[Contact | None, str | None] | ProblemError] = []
+    keys: list[tuple[Phone | None, str | None] | ProblemError] = []
     for to in tos:
         try:
             phone = normalize_phone(to.phone, to.country, region, "to.phone") if to.phone else None
@@ -168,7 +168,7 @@ def routing_facts(
     return identities, states
 
 
-def _new_contact(to: To, phone: Contact | None, email: str | None, now: Any) -> dict[str, Any]:
+def _new_contact(to: To, phone: Phone | None, email: str | None, now: Any) -> dict[str, Any]:
     """The row `resolve_contact` would create for this `to` (every column, so one INSERT takes them all)."""
     return {
         "id": new_id("ct"),
