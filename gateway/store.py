@@ -12,16 +12,17 @@ migrations run by `gateway migrate` before the new version starts.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, text, update
+from sqlalchemy import Engine, TextClause, bindparam, create_engine, event, func, or_, text, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +30,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, SQLModel, col, select
 
 from gateway import models
+from gateway.notify import CHANNEL as notify_channel
 from gateway.timeutil import add_seconds
 
 __all__ = ["IntegrityError"]
@@ -158,12 +160,76 @@ def transaction(engine: Engine) -> Iterator[Session]:
             lock.release()
 
 
-def insert_many(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """INSERT rows of `model` in one execution, without ORM objects or the ORM's unit of work: every dict
-    has the same keys, the columns' defaults fill the rest. The rows are not in the session; later reads in
-    the transaction load them from the database."""
-    if rows:
-        session.connection().execute(sa_inspect(model).local_table.insert(), rows)
+# Writes of up to this many rows a table go as one statement on PostgreSQL; larger ones (the batch endpoint)
+# one INSERT a table, which psycopg sends many rows at a time.
+ONE_STATEMENT_ROWS = 8
+
+
+def insert_rows(
+    session: Session, tables: Sequence[tuple[type[SQLModel], list[dict[str, Any]]]], notify: bool = False
+) -> None:
+    """INSERT rows into several tables, in order, without ORM objects or the ORM's unit of work (every dict
+    of a table has the same keys, the columns' defaults fill the rest; the rows are not in the session, and
+    later reads in the transaction load them from the database); with `notify`, NOTIFY listening workers
+    when the transaction commits (PostgreSQL).
+
+    On PostgreSQL a write of a few rows is one statement (an INSERT a table, as WITH clauses of
+    `SELECT pg_notify(…)`), so one round trip instead of one a table; its foreign keys are checked at the
+    statement's end. Otherwise, and on SQLite, one INSERT a table.
+    """
+    filled = [(sa_inspect(model).local_table, rows) for model, rows in tables if rows]
+    connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    if filled and postgres and all(len(rows) <= ONE_STATEMENT_ROWS for _, rows in filled):
+        shape = tuple((table.name, len(rows), tuple(rows[0])) for table, rows in filled)
+        built = _one_statement(shape, notify)
+        if built is not None:
+            statement, columns = built
+            values = {
+                f"p{t}_{r}_{column.key}": row[column.key] if column.key in row else column.default.arg
+                for t, (_, rows) in enumerate(filled)
+                for r, row in enumerate(rows)
+                for column in columns[t]
+            }
+            connection.execute(statement, values)
+            return
+    for table, rows in filled:
+        connection.execute(table.insert(), rows)
+    if notify and postgres:
+        connection.execute(text(f"NOTIFY {notify_channel}"))
+
+
+Shape = tuple[tuple[str, int, tuple[str, ...]], ...]  # each table's name, row count and keys given
+
+
+@functools.lru_cache(maxsize=1024)
+def _one_statement(shape: Shape, notify: bool) -> tuple[TextClause, list[list[Any]]] | None:
+    """`insert_rows`' statement for these tables, row counts and keys, and each table's columns in it (those
+    given, and those with a constant default); built once, as SQLAlchemy's INSERT of several rows is
+    compiled anew every time and two of one table cannot share its statement. None when a column left out
+    has a default that must be computed."""
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    filled: list[list[Any]] = []
+    for t, (name, count, given) in enumerate(shape):
+        table = SQLModel.metadata.tables[name]
+        if any(c.default is not None and not c.default.is_scalar and c.key not in given for c in table.c):
+            return None
+        columns = [c for c in table.c if c.key in given or (c.default is not None and c.default.is_scalar)]
+        rows = []
+        for r in range(count):
+            names = [f"p{t}_{r}_{c.key}" for c in columns]
+            rows.append("(" + ", ".join(f":{n}" for n in names) + ")")
+            parameters += [bindparam(n, type_=c.type) for n, c in zip(names, columns, strict=True)]
+        into = ", ".join(_quoted(c.name) for c in columns)
+        clauses.append(f"insert_{t} AS (INSERT INTO {_quoted(name)} ({into}) VALUES {', '.join(rows)})")
+        filled.append(columns)
+    final = f"SELECT pg_notify('{notify_channel}', '')" if notify else "SELECT 1"
+    return text(f"WITH {', '.join(clauses)} {final}").bindparams(*parameters), filled
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def is_postgres(engine: Engine) -> bool:

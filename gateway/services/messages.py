@@ -149,8 +149,6 @@ def accept_message(
                 if isinstance(only, ProblemError):
                     raise only
                 message, response = only
-                if _due_now(gw, [message]):
-                    notify_due(session)
                 if idempotency_key and api_key_id:
                     session.add(
                         IdempotencyRecord(
@@ -187,8 +185,6 @@ def accept_batch(
             outcomes = iter(_write_requests(session, gw, requests))
             done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
             written = [d[0] for d in done if not isinstance(d, ProblemError)]
-            if _due_now(gw, written):
-                notify_due(session)
         results += [d if isinstance(d, ProblemError) else d[1] for d in done]
         for message in written:
             metrics.message_accepted(message)
@@ -264,8 +260,6 @@ def _write_together(gw: Gateway, items: Sequence[Request]) -> list[Written | Exc
     try:
         with store.transaction(gw.engine) as session:
             written = _write_requests(session, gw, items)
-            if _due_now(gw, [w[0] for w in written if not isinstance(w, ProblemError)]):
-                notify_due(session)
     except Exception:
         if len(items) == 1:
             raise
@@ -282,10 +276,13 @@ def _alone(gw: Gateway, item: Request) -> Written | Exception:
 
 def _write_requests(session: Session, gw: Gateway, items: Sequence[Request]) -> list[Written | ProblemError]:
     """Write requests in the caller's transaction: all through `_write_simple` when it takes them all, else
-    each through the general path in its own savepoint (so a refusal is that request's alone)."""
+    each through the general path in its own savepoint (so a refusal is that request's alone). Workers are
+    notified at the commit when a message is due now."""
     written = _write_simple(session, gw, items)
     if written is None:
         written = [_write_one(session, gw, key, body) for key, body in items]
+        if _due_now(gw, [w[0] for w in written if not isinstance(w, ProblemError)]):
+            notify_due(session)
     return written
 
 
@@ -297,13 +294,13 @@ def _write_simple(
     general path."""
     if not items or any(body.in_reply_to for _, body in items):
         return None
-    recipients = resolve_simple(session, gw, [body.to for _, body in items])
-    if recipients is None:
+    resolved = resolve_simple(session, gw, [body.to for _, body in items])
+    if resolved is None:
         return None
     out: list[Written | ProblemError] = []
     messages: list[dict[str, Any]] = []
     attempts: list[dict[str, Any]] = []
-    for (key, body), recipient in zip(items, recipients, strict=True):
+    for (key, body), recipient in zip(items, resolved.recipients, strict=True):
         if isinstance(recipient, ProblemError):
             out.append(recipient)
             continue
@@ -313,8 +310,10 @@ def _write_simple(
         if attempt is not None:
             attempts.append(attempt)
         out.append(result)
-    store.insert_many(session, Message, messages)
-    store.insert_many(session, Attempt, attempts)
+    due = _due_now(gw, [w[0] for w in out if not isinstance(w, ProblemError)])
+    store.insert_rows(
+        session, [(Contact, resolved.new_contacts), (Message, messages), (Attempt, attempts)], due
+    )
     return out
 
 
@@ -322,9 +321,7 @@ def _write_message(session: Session, gw: Gateway, api_key_id: str | None, body: 
     contact = resolve_contact(session, gw, body.to)
     plan = compute_plan(session, gw, contact, body, answered_inbound(session, contact, body.in_reply_to))
     message, attempt, result = _rows(gw, api_key_id, contact.id, body, plan)
-    store.insert_many(session, Message, [message])
-    if attempt is not None:
-        store.insert_many(session, Attempt, [attempt])
+    store.insert_rows(session, [(Message, [message]), (Attempt, [attempt] if attempt else [])])
     return result
 
 

@@ -1,10 +1,10 @@
 """Many recipients at once, for the common case of the send endpoints: a `to` that names only a phone
 number and/or an email address (perhaps with a name, locale and tags), whose contact is new or already holds
 all of that. `resolve_simple` finds them with one query, reads their identities and channel states with one
-query each (`routing_facts`, which planning for any contact uses), and creates the new ones with one INSERT,
-all without ORM objects.
+more (`routing_facts`, which planning for any contact uses), and makes the rows of the new ones (the caller
+inserts them with its messages), all without ORM objects.
 
-It answers None, having written nothing, when any recipient needs `resolve_contact` (an id, external id or
+It answers None when any recipient needs `resolve_contact` (an id, external id or
 identities, or a contact the request would change), and finds exactly the contacts that function would: a
 match by phone before a match by email, a recipient repeated later in the same call finds the contact made
 for its first mention.
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, or_
+from sqlalchemy import BindParameter, bindparam, literal, null, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from gateway import store
 from gateway.core import Gateway
 from gateway.errors import ProblemError
 from gateway.ids import new_id
@@ -37,6 +36,14 @@ class Recipient:
     contact_id: str
     facts: ContactFacts
     states: dict[str, StateFacts]
+
+
+class Resolved(NamedTuple):
+    """What `resolve_simple` found: each `to`'s recipient (or the 422 of its address), and the rows of the
+    contacts it made, which the caller inserts before their messages."""
+
+    recipients: list[Recipient | ProblemError]
+    new_contacts: list[dict[str, Any]]
 
 
 def is_simple(to: To) -> bool:
@@ -62,26 +69,35 @@ _LOOKUP = sa_select(*(col(getattr(Contact, c)) for c in _CONTACT_COLUMNS)).where
         col(Contact.email).in_(bindparam("emails", expanding=True)),
     ),
 )
-_IDENTITIES = sa_select(
-    col(ChannelIdentity.contact_id), col(ChannelIdentity.channel), col(ChannelIdentity.address)
-).where(col(ChannelIdentity.contact_id).in_(bindparam("ids", expanding=True)))
-# The columns routing reads, in StateFacts' order, after the contact id and the channel.
-_STATES: Any = sa_select(  # Any: rows of mixed column types, unpacked into StateFacts
-    *(
-        col(c)
-        for c in (
-            ChannelState.contact_id,
-            ChannelState.channel,
-            ChannelState.reachability,
-            ChannelState.reason,
-            ChannelState.reprobe_at,
-            ChannelState.window_open_until,
-            ChannelState.last_inbound_at,
-            ChannelState.opted_out,
-            ChannelState.sent_in_window,
-        )
-    )
-).where(col(ChannelState.contact_id).in_(bindparam("ids", expanding=True)))
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+# Routing's facts in one statement: each contact's channel states (the columns routing reads, in StateFacts'
+# order, after the contact id and the channel), then its identities (the address where a state has its
+# reachability; the state's other columns NULL). States come first: the union's rows are read with its
+# first SELECT's column types.
+_STATE_COLUMNS = (
+    ChannelState.reachability,
+    ChannelState.reason,
+    ChannelState.reprobe_at,
+    ChannelState.window_open_until,
+    ChannelState.last_inbound_at,
+    ChannelState.opted_out,
+    ChannelState.sent_in_window,
+)
+_FACTS: Any = union_all(  # Any: rows of mixed column types, unpacked into StateFacts
+    sa_select(
+        literal("state"),
+        col(ChannelState.contact_id),
+        col(ChannelState.channel),
+        *(col(c) for c in _STATE_COLUMNS),
+    ).where(col(ChannelState.contact_id).in_(_IDS)),
+    sa_select(
+        literal("identity"),
+        col(ChannelIdentity.contact_id),
+        col(ChannelIdentity.channel),
+        col(ChannelIdentity.address),
+        *(null() for _ in _STATE_COLUMNS[1:]),
+    ).where(col(ChannelIdentity.contact_id).in_(_IDS)),
+)
 
 
 def _would_change(found: dict[str, Any], to: To, phone: str | None, email: str | None) -> bool:
@@ -95,9 +111,9 @@ def _would_change(found: dict[str, Any], to: To, phone: str | None, email: str |
     )
 
 
-def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> list[Recipient | ProblemError] | None:
-    """The recipient of each `to` (or the 422 of its address), creating new contacts; None when one of
-    them needs `resolve_contact` (nothing is written then)."""
+def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> Resolved | None:
+    """The recipient of each `to` (or the 422 of its address), making the rows of new contacts; None when
+    one of them needs `resolve_contact`."""
     if not all(is_simple(to) for to in tos):
         return None
     region = gw.settings.default_region
@@ -145,15 +161,14 @@ def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> list[Rec
     new_ids = {row["id"] for row in created}
     known = [c["id"] for c in chosen if not isinstance(c, ProblemError) and c["id"] not in new_ids]
     identities, states = routing_facts(session, known)
-    if created:
-        store.insert_many(session, Contact, created)
-    return [c if isinstance(c, ProblemError) else _recipient(c, identities, states) for c in chosen]
+    recipients = [c if isinstance(c, ProblemError) else _recipient(c, identities, states) for c in chosen]
+    return Resolved(recipients, created)
 
 
 def routing_facts(
     session: Session, contact_ids: Sequence[str]
 ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, StateFacts]]]:
-    """The identities and channel states routing reads, by contact id and channel, with one query each.
+    """The identities and channel states routing reads, by contact id and channel, with one query.
     They read the database, not the session: flush first what the transaction added."""
     identities: dict[str, dict[str, str]] = {}
     states: dict[str, dict[str, StateFacts]] = {}
@@ -161,10 +176,11 @@ def routing_facts(
     if not ids:
         return identities, states
     connection = session.connection()  # Core statements: the ORM's execute adds nothing here
-    for owner, channel, address in connection.execute(_IDENTITIES, {"ids": ids}):
-        identities.setdefault(owner, {})[channel] = address
-    for owner, channel, *facts in connection.execute(_STATES, {"ids": ids}):
-        states.setdefault(owner, {})[channel] = StateFacts(*facts)
+    for kind, owner, channel, *facts in connection.execute(_FACTS, {"ids": ids}):
+        if kind == "identity":
+            identities.setdefault(owner, {})[channel] = facts[0]
+        else:
+            states.setdefault(owner, {})[channel] = StateFacts(*facts)
     return identities, states
 
 

@@ -45,7 +45,7 @@ def resolve(local: LocalGateway, *tos: dict[str, Any]) -> list[Any] | None:
     with store.transaction(local.gw.engine) as session:
         found = resolve_simple(session, local.gw, [To.model_validate(t) for t in tos])
         session.rollback()
-        return found
+        return None if found is None else found.recipients
 
 
 def test_a_recipient_named_twice_in_one_batch_is_one_new_contact(gateway: LocalGateway) -> None:

@@ -1,0 +1,120 @@
+"""`store.insert_rows`: rows of several tables in order, defaults filled, and on PostgreSQL one statement
+that also notifies the workers at the commit."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gateway import store
+from gateway.ids import new_id
+from gateway.models import Attempt, Contact, Message
+from gateway.notify import DueListener
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def contact_row() -> dict[str, Any]:
+    return {"id": new_id("ct"), "email": f"{new_id('x')}@example.test", "created_at": NOW, "updated_at": NOW}
+
+
+def message_row(contact_id: str) -> dict[str, Any]:
+    return {
+        "id": new_id("msg"),
+        "contact_id": contact_id,
+        "content": {"text": "héllo"},
+        "plan": [{"channel": "email", "address": "a@example.test"}],
+        "due_at": NOW,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+
+
+def attempt_row(message_id: str) -> dict[str, Any]:
+    # Leaves out try_number, status, sends and as_template: their defaults fill them.
+    return {
+        "id": new_id("att"),
+        "message_id": message_id,
+        "step_index": 0,
+        "channel": "email",
+        "address": "a@example.test",
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+
+
+@pytest.mark.parametrize("per_table", [1, 3, store.ONE_STATEMENT_ROWS + 2])
+def test_rows_of_several_tables_are_written_in_order_with_their_defaults(
+    database_url: str, per_table: int
+) -> None:
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    contacts = [contact_row() for _ in range(per_table)]
+    messages = [message_row(c["id"]) for c in contacts]
+    attempts = [attempt_row(m["id"]) for m in messages]
+    with store.transaction(engine) as session:  # the messages need their contacts: order matters
+        store.insert_rows(session, [(Contact, contacts), (Message, messages), (Attempt, attempts)])
+    with store.transaction(engine) as session:
+        for m in messages:
+            stored = session.get(Message, m["id"])
+            assert stored is not None
+            assert (stored.contact_id, stored.content, stored.plan) == (
+                m["contact_id"],
+                m["content"],
+                m["plan"],
+            )
+            assert stored.category == "transactional" and stored.status == "queued"  # defaults
+            assert stored.due_at == NOW
+        for a in attempts:
+            stored_attempt = session.get(Attempt, a["id"])
+            assert stored_attempt is not None
+            assert (stored_attempt.try_number, stored_attempt.status, stored_attempt.sends) == (
+                1,
+                "pending",
+                0,
+            )
+            assert stored_attempt.as_template is False
+    engine.dispose()
+
+
+def test_a_failed_write_leaves_nothing(database_url: str) -> None:
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    orphan = message_row("ct_nobody")  # no such contact: the foreign key refuses it
+    contact = contact_row()
+    with pytest.raises(store.IntegrityError), store.transaction(engine) as session:
+        store.insert_rows(session, [(Contact, [contact]), (Message, [orphan])])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM contact")).scalar_one() == 0
+    engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # LISTEN/NOTIFY is PostgreSQL's
+def test_on_postgresql_the_write_notifies_listening_workers_at_the_commit(database_url: str) -> None:
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    woken = threading.Event()
+    listener = DueListener(engine, woken.set)
+    listener.start()
+    try:
+        for _ in range(50):  # until the listener listens
+            with engine.begin() as conn:
+                conn.execute(text("NOTIFY gateway_due"))
+            if woken.wait(0.1):
+                break
+        woken.clear()
+        contact = contact_row()
+        with store.transaction(engine) as session:
+            store.insert_rows(session, [(Contact, [contact])], notify=False)
+        assert not woken.wait(0.5)
+        with store.transaction(engine) as session:
+            store.insert_rows(session, [(Message, [message_row(contact["id"])])], notify=True)
+            assert not woken.wait(0.3)  # not before the commit
+        assert woken.wait(5)
+    finally:
+        listener.stop()
+        engine.dispose()
