@@ -2,7 +2,7 @@
 emails, then of SMS, and gunicorn's workers accepting messages (SQLite), outside the timed runs.
 `python -m bench --profile` adds the summaries to the results and flame graphs to docs/benchmarks/.
 
-Shares are of samples in which a thread of the worker was running Python (py-spy leaves idle threads out):
+Shares are of samples of the thread holding the GIL (py-spy --gil), that is of the time a process ran Python:
 `self` counts the innermost frame only, `total` every sample with the function anywhere on the stack.
 """
 
@@ -77,7 +77,10 @@ def _where(frame: str) -> str:
 
 def _record(pid: int, raw: Path, svg: Path, children: bool = False) -> Any:
     """Start py-spy on `pid` (raw stacks and a flame graph); returns a function that stops it."""
-    argv = [str(_pyspy()), "record", "--pid", str(pid), "--rate", str(RATE)] + (["--subprocesses"] * children)
+    # --gil: only the thread holding the GIL is sampled, so a thread waiting (for a lock, the database, the
+    # network) does not count as busy.
+    argv = [str(_pyspy()), "record", "--pid", str(pid), "--rate", str(RATE), "--gil"]
+    argv += ["--subprocesses"] * children
     spies = [
         subprocess.Popen([*argv, "--format", "raw", "-o", str(raw)], stdout=subprocess.DEVNULL),
         subprocess.Popen([*argv, "--format", "flamegraph", "-o", str(svg)], stdout=subprocess.DEVNULL),
