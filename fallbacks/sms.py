@@ -10,8 +10,8 @@ import base64
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import ClassVar
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from twilio.base import values
@@ -106,7 +106,8 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
 
     The SDK builds each request and reads each answer; this makes the call itself on the SDK's aiohttp
     session. Its own `request` formatted a dozen log lines per call whether or not they were logged, built
-    a timeout object per call, and kept copies of the last request and answer.
+    a timeout object per call, and kept copies of the last request and answer; and the form is encoded here
+    (aiohttp's FormData costs several times more).
     """
 
     def __init__(self, base_url: str, timeout: float | None) -> None:
@@ -136,7 +137,7 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
             method.upper(),
             self.rebase(url),
             params=params,
-            data=_form_fields(data) if data is not None else None,
+            data=urlencode(_form_fields(data)) if data is not None else None,  # the SDK set its Content-Type
             headers=headers,
             timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
             allow_redirects=allow_redirects,
@@ -161,7 +162,7 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
         return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
 
 
-def _form_fields(data: dict[str, object]) -> Any:
+def _form_fields(data: dict[str, object]) -> list[tuple[str, object]]:
     """The form as (name, value) pairs: a list value (MediaUrl) repeats its name, as Twilio expects."""
     pairs: list[tuple[str, object]] = []
     for name, value in data.items():
