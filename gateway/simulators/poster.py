@@ -49,6 +49,16 @@ class OrderedPoster:
         for thread in self._threads:
             thread.join(timeout=5)
 
+    def clear(self) -> None:
+        """Drop every webhook not yet being posted (a chain being posted may still schedule its next one)."""
+        with self._due:
+            self._heap.clear()
+        while True:
+            try:
+                self._ready.get_nowait()
+            except queue.Empty:
+                return
+
     def schedule(self, delay: float, url: str, payloads: Sequence[Any], gap: float) -> None:
         """Post `payloads` to `url` one after the other, the first after `delay`, then every `gap`."""
         if payloads:

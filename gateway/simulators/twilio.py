@@ -181,12 +181,14 @@ class TwilioSimulator:
             self._failures[number] = 0
 
     def reset(self) -> None:
-        """Forget messages, behaviours and send counts."""
+        """Forget messages, behaviours and send counts, and drop status callbacks not yet posted."""
         with self._lock:
             self.messages.clear()
             self._behaviours.clear()
             self._attempts.clear()
             self._failures.clear()
+        if self._callbacks is not None:
+            self._callbacks.clear()
 
     def sends_to(self, number: str) -> int:
         """Count authenticated send requests to `number`, including those answered with an error."""
