@@ -274,9 +274,9 @@ class Dispatcher:
         started = clock.monotonic()
         result: SendResult | ChannelError
         try:
-            result = await asyncio.wait_for(
-                channel.send(outgoing_for(channel, job, self.gw)), self.gw.settings.provider_timeout + 5
-            )
+            # asyncio.timeout, not wait_for: no task of its own for every send
+            async with asyncio.timeout(self.gw.settings.provider_timeout + 5):
+                result = await channel.send(outgoing_for(channel, job, self.gw))
         except ChannelError as exc:
             result = exc
         except TimeoutError:

@@ -138,17 +138,22 @@ def _writer_lock(engine: Engine) -> _SqliteWriter | None:
 
 
 @contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
+def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception.
 
     On SQLite every transaction writes (`BEGIN IMMEDIATE`), so they queue for the file, threads and
-    processes alike (`_SqliteWriter`).
+    processes alike (`_SqliteWriter`), and each sees one state of the database. On PostgreSQL each statement
+    sees what was committed before it (READ COMMITTED) unless `snapshot`: then every statement sees the
+    database as it was at the first (REPEATABLE READ), for reads that must agree with each other, such as a
+    message and its attempts.
     """
     lock = _writer_lock(engine)
     if lock is not None and not lock.acquire(SQLITE_WRITER_WAIT):
         raise TimeoutError(f"no SQLite transaction could start within {SQLITE_WRITER_WAIT:g} s")
     try:
         with Session(engine, expire_on_commit=False) as session:
+            if snapshot and engine.dialect.name == "postgresql":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             try:
                 yield session
                 session.commit()

@@ -77,7 +77,7 @@ def send_batch() -> Response:
 
 @api_route(bp, "/<message_id>", "GET", "A message and its attempts", "read", response=MessageOut)
 def get(message_id: str) -> Response:
-    with store.transaction(gateway().engine) as session:
+    with store.transaction(gateway().engine, snapshot=True) as session:  # agrees with its attempts
         return json_response(messages.message_out(session, messages.get_message(session, message_id)))
 
 
@@ -108,7 +108,7 @@ def list_() -> Response:
             parse_rfc3339(since)
         except ValueError:
             raise validation_failed("since", "must be an RFC 3339 time") from None
-    with store.transaction(gateway().engine) as session:
+    with store.transaction(gateway().engine, snapshot=True) as session:
         rows, next_cursor = messages.list_messages(
             session, request.args.get("contact_id"), statuses, since, limit, cursor
         )

@@ -1,5 +1,5 @@
-"""`store.insert_rows`: rows of several tables in order, defaults filled, and on PostgreSQL one statement
-that also notifies the workers at the commit."""
+"""`store.insert_rows` (rows of several tables in order, defaults filled, and on PostgreSQL one statement
+that also notifies the workers at the commit) and `store.transaction(snapshot=True)`."""
 
 from __future__ import annotations
 
@@ -118,3 +118,24 @@ def test_on_postgresql_the_write_notifies_listening_workers_at_the_commit(databa
     finally:
         listener.stop()
         engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite's transactions are snapshots
+def test_a_snapshot_transaction_does_not_see_a_commit_made_after_its_first_read(database_url: str) -> None:
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    contact = contact_row()
+    message = message_row(contact["id"])
+    attempt = attempt_row(message["id"])
+    with store.transaction(engine) as session:
+        store.insert_rows(session, [(Contact, [contact]), (Message, [message]), (Attempt, [attempt])])
+    for snapshot, seen in ((True, "pending"), (False, "delivered")):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE attempt SET status = 'pending'"))
+        with store.transaction(engine, snapshot=snapshot) as session:
+            assert session.get(Message, message["id"]) is not None  # the first read
+            with engine.begin() as conn:  # another transaction commits in between
+                conn.execute(text("UPDATE attempt SET status = 'delivered'"))
+            status = session.connection().execute(text("SELECT status FROM attempt")).scalar_one()
+            assert status == seen
+    engine.dispose()
