@@ -351,22 +351,17 @@ def early_status_ids(session: Session, provider_message_ids: list[str]) -> set[s
 
 
 def lock_provider_ids(session: Session, provider_message_ids: list[str]) -> None:
-    """`lock_provider_id` for several ids at once, in key order, so batches never deadlock on them."""
+    """Serialise work on these provider message ids (PostgreSQL; SQLite serialises every writer anyway),
+    taking their locks in key order, so two batches never wait on each other in a ring.
+
+    The dispatcher recording a send and a webhook reporting on it may run at once; holding these locks
+    while each looks for the other's row means an early status is never missed.
+    """
     if provider_message_ids and is_postgres(session.get_bind()):  # type: ignore[arg-type]
         keys = "SELECT DISTINCT hashtext(id) AS key FROM unnest(CAST(:ids AS text[])) AS id ORDER BY key"
         session.execute(
             text(f"SELECT pg_advisory_xact_lock(key) FROM ({keys}) AS keys"), {"ids": provider_message_ids}
         )
-
-
-def lock_provider_id(session: Session, provider_message_id: str) -> None:
-    """Serialise work on one provider message id (PostgreSQL; SQLite serialises every writer anyway).
-
-    The dispatcher recording a send and a webhook reporting on it may run at once; holding this lock
-    while each looks for the other's row means an early status is never missed.
-    """
-    if is_postgres(session.get_bind()):  # type: ignore[arg-type]
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": provider_message_id})
 
 
 def release_claims(session: Session, worker: str) -> None:

@@ -4,10 +4,9 @@ all of that. `resolve_simple` finds them with one query, reads their identities 
 more (`routing_facts`, which planning for any contact uses), and makes the rows of the new ones (the caller
 inserts them with its messages), all without ORM objects.
 
-It answers None when any recipient needs `resolve_contact` (an id, external id or
-identities, or a contact the request would change), and finds exactly the contacts that function would: a
-match by phone before a match by email, a recipient repeated later in the same call finds the contact made
-for its first mention.
+It answers None when any recipient needs `resolve_contact` (an id, external id or identities, or a contact
+the request would change), and finds exactly the contacts that function would: a match by phone before a
+match by email, a recipient repeated later in the same call finds the contact made for its first mention.
 """
 
 from __future__ import annotations
