@@ -267,6 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 60  # idle keep-alive connections close after a minute
+    # TCP_NODELAY: an answer goes out in two writes (headers, body), and with Nagle on, a keep-alive client
+    # waited for its own delayed ACK (~40 ms) before the body came. Real providers answer at once.
+    disable_nagle_algorithm = True
     sim: TwilioSimulator
 
     def log_message(self, format: str, *args: Any) -> None:
