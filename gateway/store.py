@@ -30,7 +30,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, SQLModel, col, select
 
 from gateway import models
-from gateway.notify import CHANNEL as notify_channel
+from gateway import notify as due_notice
 from gateway.timeutil import add_seconds
 
 __all__ = ["IntegrityError"]
@@ -200,8 +200,8 @@ def insert_rows(
             return
     for table, rows in filled:
         connection.execute(table.insert(), rows)
-    if notify and postgres:
-        connection.execute(text(f"NOTIFY {notify_channel}"))
+    if notify:
+        due_notice.notify_due(session)
 
 
 Shape = tuple[tuple[str, int, tuple[str, ...]], ...]  # each table's name, row count and keys given
@@ -229,7 +229,7 @@ def _one_statement(shape: Shape, notify: bool) -> tuple[TextClause, list[list[An
         into = ", ".join(_quoted(c.name) for c in columns)
         clauses.append(f"insert_{t} AS (INSERT INTO {_quoted(name)} ({into}) VALUES {', '.join(rows)})")
         filled.append(columns)
-    final = f"SELECT pg_notify('{notify_channel}', '')" if notify else "SELECT 1"
+    final = f"SELECT pg_notify('{due_notice.CHANNEL}', '')" if notify else "SELECT 1"
     return text(f"WITH {', '.join(clauses)} {final}").bindparams(*parameters), filled
 
 

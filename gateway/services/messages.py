@@ -184,13 +184,17 @@ def accept_batch(
             requests = [(api_key_id, b) for b in chunk if not isinstance(b, ProblemError)]
             outcomes = iter(_write_requests(session, gw, requests))
             done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
-            written = [d[0] for d in done if not isinstance(d, ProblemError)]
+            written = _accepted(done)
         results += [d if isinstance(d, ProblemError) else d[1] for d in done]
         for message in written:
             metrics.message_accepted(message)
         if _due_now(gw, written):
             gw.nudge()
     return results
+
+
+def _accepted(written: Sequence[Written | ProblemError]) -> list[Accepted]:
+    return [w[0] for w in written if not isinstance(w, ProblemError)]
 
 
 def _due_now(gw: Gateway, written: Sequence[Accepted]) -> bool:
@@ -281,7 +285,7 @@ def _write_requests(session: Session, gw: Gateway, items: Sequence[Request]) -> 
     written = _write_simple(session, gw, items)
     if written is None:
         written = [_write_one(session, gw, key, body) for key, body in items]
-        if _due_now(gw, [w[0] for w in written if not isinstance(w, ProblemError)]):
+        if _due_now(gw, _accepted(written)):
             notify_due(session)
     return written
 
@@ -310,7 +314,7 @@ def _write_simple(
         if attempt is not None:
             attempts.append(attempt)
         out.append(result)
-    due = _due_now(gw, [w[0] for w in out if not isinstance(w, ProblemError)])
+    due = _due_now(gw, _accepted(out))
     store.insert_rows(
         session, [(Contact, resolved.new_contacts), (Message, messages), (Attempt, attempts)], due
     )
