@@ -128,3 +128,21 @@ def test_reports_from_many_threads_at_once_are_each_applied(local: LocalGateway)
         thread.join(30)
     assert answers == [True] * len(sends)
     assert {state(local, m) for m, _, _ in sends} == {("delivered", "delivered")}
+
+
+def test_the_reports_of_one_call_are_applied_all_or_none(
+    local: LocalGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sends = sent(local, 2)
+    bad = sends[1][2]
+    real = provider_webhooks.metrics.receipt
+
+    def receipt(session: Any, message: Any, attempt: Any, update: StatusUpdate) -> None:
+        if update.provider_message_id == bad:
+            raise ValueError("this report cannot be applied")
+        real(session, message, attempt, update)
+
+    monkeypatch.setattr(provider_webhooks.metrics, "receipt", receipt)
+    with pytest.raises(ValueError):
+        apply_status_updates(local.gw, [StatusUpdate(pid, "delivered") for _, _, pid in sends], "sms")
+    assert [state(local, m)[1] for m, _, _ in sends] == ["accepted", "accepted"]  # the first not kept either
