@@ -58,6 +58,18 @@ def state(local: LocalGateway, message_id: str) -> tuple[str, str]:
         return message.status, attempt.status
 
 
+def refuse_reports_on(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    """Make every report on provider message `bad` fail while it is applied."""
+    real = provider_webhooks.metrics.receipt
+
+    def receipt(session: Any, message: Any, attempt: Any, update: StatusUpdate) -> None:
+        if update.provider_message_id == bad:
+            raise ValueError("this report cannot be applied")
+        real(session, message, attempt, update)
+
+    monkeypatch.setattr(provider_webhooks.metrics, "receipt", receipt)
+
+
 def test_reports_of_several_calls_applied_together_move_each_message(local: LocalGateway) -> None:
     sends = sent(local, 4)
     items = [
@@ -97,14 +109,7 @@ def test_a_report_that_fails_costs_only_its_own_call(
 ) -> None:
     sends = sent(local, 3)
     bad = sends[1][2]
-    real = provider_webhooks.metrics.receipt
-
-    def receipt(session: Any, message: Any, attempt: Any, update: StatusUpdate) -> None:
-        if update.provider_message_id == bad:
-            raise ValueError("this report cannot be applied")
-        real(session, message, attempt, update)
-
-    monkeypatch.setattr(provider_webhooks.metrics, "receipt", receipt)
+    refuse_reports_on(monkeypatch, bad)
     items = [[StatusUpdate(pid, "delivered")] for _, _, pid in sends]
     first, second, third = _apply_together(local.gw, items)
     assert (first, third) == (1, 1)
@@ -135,14 +140,7 @@ def test_the_reports_of_one_call_are_applied_all_or_none(
 ) -> None:
     sends = sent(local, 2)
     bad = sends[1][2]
-    real = provider_webhooks.metrics.receipt
-
-    def receipt(session: Any, message: Any, attempt: Any, update: StatusUpdate) -> None:
-        if update.provider_message_id == bad:
-            raise ValueError("this report cannot be applied")
-        real(session, message, attempt, update)
-
-    monkeypatch.setattr(provider_webhooks.metrics, "receipt", receipt)
+    refuse_reports_on(monkeypatch, bad)
     with pytest.raises(ValueError):
         apply_status_updates(local.gw, [StatusUpdate(pid, "delivered") for _, _, pid in sends], "sms")
     assert [state(local, m)[1] for m, _, _ in sends] == ["accepted", "accepted"]  # the first not kept either
