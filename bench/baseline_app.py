@@ -1,12 +1,14 @@
 """The one-insert baseline for the accept case: a plain Flask app that parses the same JSON body as
 `POST /v1/messages` and inserts one row, through an engine configured exactly as the gateway's
-(`gateway.store.make_engine`: SQLite in WAL mode with `BEGIN IMMEDIATE`, or PostgreSQL with a pool).
+(`gateway.store.make_engine`: SQLite in WAL mode with `BEGIN IMMEDIATE`, or PostgreSQL with a pool), and
+with the gateway's garbage-collector settings (`gateway.gctune`), so the ratio compares code, not settings.
 
 Run it as the gateway is run: `BENCH_BASELINE_DB=<url> gunicorn bench.baseline_app:app`.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from datetime import UTC, datetime
@@ -55,7 +57,14 @@ def create_app(engine: Engine) -> Flask:
 
 def _app_from_env() -> Flask | None:
     url = os.environ.get("BENCH_BASELINE_DB")
-    return create_app(make_engine(url)) if url else None
+    if not url:
+        return None
+    app = create_app(make_engine(url))
+    # gateway.gctune.settle(), written out: `--gateway-ref` may name a gateway commit without it.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    return app
 
 
 app = _app_from_env()

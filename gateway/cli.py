@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from gateway import gctune
 from gateway.errors import ConfigError, ProblemError
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"gateway: serving on http://{args.host}:{getattr(server, 'effective_port', args.port)}", flush=True
     )
     _stop_on_sigterm()
+    gctune.settle()
     try:
         server.run()
     except KeyboardInterrupt:
@@ -147,6 +149,7 @@ def _worker(_args: argparse.Namespace) -> int:
     scheduler = start_scheduler(dispatcher)
     stop = threading.Event()
     _stop_on_sigterm(stop)
+    gctune.settle()
     print(f"gateway: worker {dispatcher.worker} running", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         stop.wait()

@@ -190,3 +190,16 @@ def test_check_config_rejects_an_invalid_value(cli: Cli) -> None:
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert "GATEWAY_SMTP_PORT" in lines[0]
+
+
+def test_the_wsgi_app_settles_its_garbage_collector(cli: Cli) -> None:
+    """What start-up built is frozen out of the collector's walks; the young generation is collected less
+    often (gateway/gctune.py; `gateway serve` and `gateway worker` call the same function)."""
+    probe = "import gc, wsgi; print(gc.get_freeze_count(), gc.get_threshold()[0], wsgi.app.name)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=cli.env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    frozen, young, name = done.stdout.split()
+    assert int(frozen) > 10_000, done.stdout  # the modules, the app and the mappers
+    assert int(young) == 10_000 and name == "gateway"
