@@ -358,13 +358,14 @@ class Dispatcher:
         s = self.gw.settings
         with store.transaction(self.gw.engine) as session:
             now = self.gw.clock()
-            messages = store.claim_due_messages(session, self.worker, now, s.dispatch_lease, wanted)
-            attempts = store.load_attempts(
-                session, [m.current_attempt_id for m in messages if m.current_attempt_id]
-            )
-            contact_of = {m.id: m.contact_id for m in messages}
-            pairs = {(contact_of[a.message_id], a.channel) for a in attempts.values()}
-            store.load_channel_states(session, pairs)
+            with session.no_autoflush:  # the claims go out with what take_due changes: one UPDATE a row
+                messages = store.claim_due_messages(session, self.worker, now, s.dispatch_lease, wanted)
+                attempts = store.load_attempts(
+                    session, [m.current_attempt_id for m in messages if m.current_attempt_id]
+                )
+                contact_of = {m.id: m.contact_id for m in messages}
+                pairs = {(contact_of[a.message_id], a.channel) for a in attempts.values()}
+                store.load_channel_states(session, pairs)
             jobs, held_back = [], False
             for message in messages:
                 attempt = attempts.get(message.current_attempt_id or "")

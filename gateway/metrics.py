@@ -118,16 +118,35 @@ def multiprocess() -> bool:
 # -- effects that wait for the commit --------------------------------------------------------------
 
 
-def after_commit(session: Session, action: Callable[[], None]) -> None:
-    """Run `action` once the session's transaction commits (never if it rolls back)."""
+_PENDING = "after_commit_actions"  # session.info key: what waits for the session's commit, in order
 
-    def run(_session: Session) -> None:
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run `action` once the session's transaction commits (never if it rolls back).
+
+    One listener a session runs the actions in order: a listener registered per action cost more than
+    the counting it guards, with an observation per message of a batch.
+    """
+    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
+    if pending is None:
+        session.info[_PENDING] = pending = []
+        sa_event.listen(session, "after_commit", _run_pending)
+        sa_event.listen(session, "after_rollback", _drop_pending)
+    pending.append(action)
+
+
+def _run_pending(session: Session) -> None:
+    actions: list[Callable[[], None]] = session.info.get(_PENDING) or []
+    session.info[_PENDING] = []
+    for action in actions:
         try:
             action()
         except Exception:  # counting or logging must never turn a commit into a failure
             log.exception("recording an observation failed")
 
-    sa_event.listen(session, "after_commit", run, once=True)
+
+def _drop_pending(session: Session) -> None:
+    session.info[_PENDING] = []
 
 
 def _aware(value: datetime) -> datetime:

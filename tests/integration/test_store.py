@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from gateway import store
+from gateway import metrics, store
 from gateway.ids import new_id
 from gateway.models import Attempt, Contact, Message
 from gateway.notify import DueListener
@@ -139,3 +139,40 @@ def test_a_snapshot_transaction_does_not_see_a_commit_made_after_its_first_read(
             status = session.connection().execute(text("SELECT status FROM attempt")).scalar_one()
             assert status == seen
     engine.dispose()
+
+
+def test_actions_wait_for_the_commit_run_in_order_and_are_dropped_by_a_rollback(database_url: str) -> None:
+    ran: list[str] = []
+
+    def failing() -> None:
+        ran.append("failing")
+        raise RuntimeError("a counter broke")
+
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    try:
+        with store.transaction(engine) as session:
+            metrics.after_commit(session, lambda: ran.append("first"))
+            metrics.after_commit(session, failing)  # logged; neither the commit nor the next action suffers
+            metrics.after_commit(session, lambda: ran.append("second"))
+            session.add(Contact(**contact_row()))
+            assert ran == []  # nothing before the commit
+        assert ran == ["first", "failing", "second"]
+
+        ran.clear()
+        with pytest.raises(ValueError), store.transaction(engine) as session:
+            metrics.after_commit(session, lambda: ran.append("rolled back"))
+            session.add(Contact(**contact_row()))
+            raise ValueError("the work failed")
+        assert ran == []
+
+        with store.transaction(engine) as session:  # one session, two transactions: a rollback drops its own
+            metrics.after_commit(session, lambda: ran.append("rolled back"))
+            session.add(Contact(**contact_row()))
+            session.flush()
+            session.rollback()
+            metrics.after_commit(session, lambda: ran.append("committed"))
+            session.add(Contact(**contact_row()))
+        assert ran == ["committed"]
+    finally:
+        engine.dispose()
