@@ -13,20 +13,34 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, TextClause, bindparam, create_engine, event, func, or_, text, update
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    TextClause,
+    TypeDecorator,
+    create_engine,
+    event,
+    func,
+    or_,
+    text,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.schema import Column, ScalarElementColumnDefault
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, col, select
 
 from gateway import models
@@ -165,11 +179,6 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
             lock.release()
 
 
-# Writes of up to this many rows a table go as one statement on PostgreSQL; larger ones (the batch endpoint)
-# one INSERT a table, which psycopg sends many rows at a time.
-ONE_STATEMENT_ROWS = 8
-
-
 def insert_rows(
     session: Session, tables: Sequence[tuple[type[SQLModel], list[dict[str, Any]]]], notify: bool = False
 ) -> None:
@@ -178,23 +187,32 @@ def insert_rows(
     later reads in the transaction load them from the database); with `notify`, NOTIFY listening workers
     when the transaction commits (PostgreSQL).
 
-    On PostgreSQL a write of a few rows is one statement (an INSERT a table, as WITH clauses of
-    `SELECT pg_notify(…)`), so one round trip instead of one a table; its foreign keys are checked at the
-    statement's end. Otherwise, and on SQLite, one INSERT a table.
+    On PostgreSQL the write is one statement whatever the number of rows: each table's rows go as one JSON
+    parameter, read by `json_populate_recordset` in an INSERT, the INSERTs being WITH clauses of
+    `SELECT pg_notify(…)`; its foreign keys are checked at the statement's end. One round trip, and a short
+    statement with a parameter a table: psycopg converts it once and prepares it on the server (a VALUES list
+    of a parameter a column was re-parsed on every call, past psycopg's cache limits). Otherwise, and on
+    SQLite, one INSERT a table.
     """
     filled = [(sa_inspect(model).local_table, rows) for model, rows in tables if rows]
     connection = session.connection()
-    postgres = connection.dialect.name == "postgresql"
-    if filled and postgres and all(len(rows) <= ONE_STATEMENT_ROWS for _, rows in filled):
-        shape = tuple((table.name, len(rows), tuple(rows[0])) for table, rows in filled)
-        built = _one_statement(shape, notify)
+    if filled and connection.dialect.name == "postgresql":
+        built = _one_statement(tuple((table.name, tuple(rows[0])) for table, rows in filled), notify)
         if built is not None:
-            statement, columns = built
+            statement, converters = built
+            dialect = connection.dialect
             values = {
-                f"p{t}_{r}_{column.key}": row[column.key] if column.key in row else column.default.arg
+                f"rows_{t}": json.dumps(
+                    [
+                        {
+                            key: convert(row.get(key, default), dialect)
+                            for key, convert, default in converters[t]
+                        }
+                        for row in rows
+                    ],
+                    separators=(",", ":"),
+                )
                 for t, (_, rows) in enumerate(filled)
-                for r, row in enumerate(rows)
-                for column in columns[t]
             }
             connection.execute(statement, values)
             return
@@ -204,33 +222,54 @@ def insert_rows(
         due_notice.notify_due(session)
 
 
-Shape = tuple[tuple[str, int, tuple[str, ...]], ...]  # each table's name, row count and keys given
+Shape = tuple[tuple[str, tuple[str, ...]], ...]  # each table's name and the keys its rows give
+Converter = tuple[str, Callable[[Any, Dialect], Any], Any]  # column key, to a JSON value, default
 
 
-@functools.lru_cache(maxsize=1024)
-def _one_statement(shape: Shape, notify: bool) -> tuple[TextClause, list[list[Any]]] | None:
-    """`insert_rows`' statement for these tables, row counts and keys, and each table's columns in it (those
-    given, and those with a constant default); built once, as SQLAlchemy's INSERT of several rows is
-    compiled anew every time and two of one table cannot share its statement. None when a column left out
+@functools.lru_cache(maxsize=256)
+def _one_statement(shape: Shape, notify: bool) -> tuple[TextClause, list[list[Converter]]] | None:
+    """`insert_rows`' statement for these tables and keys, and each table's columns in it (those given, and
+    those with a constant default) with their conversions to JSON; built once. None when a column left out
     has a default that must be computed."""
     clauses: list[str] = []
-    parameters: list[Any] = []
-    filled: list[list[Any]] = []
-    for t, (name, count, given) in enumerate(shape):
+    converters: list[list[Converter]] = []
+    for t, (name, given) in enumerate(shape):
         table = SQLModel.metadata.tables[name]
         if any(c.default is not None and not c.default.is_scalar and c.key not in given for c in table.c):
             return None
         columns = [c for c in table.c if c.key in given or (c.default is not None and c.default.is_scalar)]
-        rows = []
-        for r in range(count):
-            names = [f"p{t}_{r}_{c.key}" for c in columns]
-            rows.append("(" + ", ".join(f":{n}" for n in names) + ")")
-            parameters += [bindparam(n, type_=c.type) for n, c in zip(names, columns, strict=True)]
-        into = ", ".join(_quoted(c.name) for c in columns)
-        clauses.append(f"insert_{t} AS (INSERT INTO {_quoted(name)} ({into}) VALUES {', '.join(rows)})")
-        filled.append(columns)
+        converters.append([(c.key, _to_json(c.type), _constant_default(c)) for c in columns])
+        names = ", ".join(_quoted(c.name) for c in columns)
+        rows = f"json_populate_recordset(NULL::{_quoted(name)}, CAST(:rows_{t} AS json))"
+        clauses.append(f"insert_{t} AS (INSERT INTO {_quoted(name)} ({names}) SELECT {names} FROM {rows})")
     final = f"SELECT pg_notify('{due_notice.CHANNEL}', '')" if notify else "SELECT 1"
-    return text(f"WITH {', '.join(clauses)} {final}").bindparams(*parameters), filled
+    return text(f"WITH {', '.join(clauses)} {final}"), converters
+
+
+def _constant_default(column: Column[Any]) -> Any:
+    """The column's constant default (for rows that leave it out), else None."""
+    default = column.default
+    return default.arg if isinstance(default, ScalarElementColumnDefault) else None
+
+
+def _to_json(column_type: TypeEngine[Any]) -> Callable[[Any, Dialect], Any]:
+    """How a column's Python value becomes the JSON value `json_populate_recordset` reads back as it: a
+    type decorator's own conversion first (UTC datetimes, sealed bodies as text), datetimes as ISO 8601,
+    JSON columns' values as they are."""
+    decorator = column_type if isinstance(column_type, TypeDecorator) else None
+    if decorator is not None and type(decorator).process_bind_param is TypeDecorator.process_bind_param:
+        decorator = None  # one that only picks the dialect's type (sqlmodel's AutoString)
+    impl = decorator.impl_instance if decorator is not None else column_type
+    dated = isinstance(impl, DateTime)
+
+    def convert(value: Any, dialect: Dialect) -> Any:
+        if decorator is not None:
+            value = decorator.process_bind_param(value, dialect)
+        if dated and value is not None:
+            return value.isoformat()
+        return value
+
+    return convert
 
 
 def _quoted(name: str) -> str:

@@ -4,7 +4,7 @@ that also notifies the workers at the commit) and `store.transaction(snapshot=Tr
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -47,7 +47,7 @@ def attempt_row(message_id: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("per_table", [1, 3, store.ONE_STATEMENT_ROWS + 2])
+@pytest.mark.parametrize("per_table", [1, 3, 120])
 def test_rows_of_several_tables_are_written_in_order_with_their_defaults(
     database_url: str, per_table: int
 ) -> None:
@@ -79,6 +79,44 @@ def test_rows_of_several_tables_are_written_in_order_with_their_defaults(
             )
             assert stored_attempt.as_template is False
     engine.dispose()
+
+
+def test_values_come_back_as_written_sealed_bodies_encrypted(database_url: str) -> None:
+    """Each column type through insert_rows (on PostgreSQL, JSON read back by json_populate_recordset)."""
+    from cryptography.fernet import Fernet
+
+    from gateway import crypto
+
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    contact = contact_row() | {"tags": ["vip", "ünï"], "name": 'quote " and \\ backslash'}
+    local = datetime(2026, 11, 29, 13, 30, 15, 123456, tzinfo=timezone(timedelta(hours=1)))
+    message = message_row(contact["id"]) | {
+        "content": {"text": "héllo 😀", "nested": [1, None, True]},
+        "expires_at": local,
+        "skipped": None,
+        "human_agent": True,
+        "step_index": 2,
+    }
+    crypto.configure(Fernet.generate_key().decode())
+    try:
+        with store.transaction(engine) as session:
+            store.insert_rows(session, [(Contact, [contact]), (Message, [message])])
+        with engine.connect() as conn:
+            raw = conn.execute(text("SELECT content FROM message")).scalar_one()
+        assert raw.startswith(crypto.PREFIX) and "héllo" not in raw
+        with store.transaction(engine) as session:
+            stored = session.get(Message, message["id"])
+            person = session.get(Contact, contact["id"])
+            assert stored is not None and person is not None
+            assert stored.content == message["content"]
+            assert stored.expires_at == local and stored.expires_at.utcoffset() == timedelta(0)
+            assert stored.created_at == NOW
+            assert (stored.skipped, stored.human_agent, stored.step_index) == (None, True, 2)
+            assert (person.tags, person.name) == (contact["tags"], contact["name"])
+    finally:
+        crypto.configure(None)
+        engine.dispose()
 
 
 def test_a_failed_write_leaves_nothing(database_url: str) -> None:
