@@ -118,8 +118,13 @@ def audit(
     session.add(AuditEntry(at=now, actor=actor, action=action, target=target, before=before, after=after))
 
 
-def audit_entries(session: Session, limit: int = 100, target: str | None = None) -> list[AuditEntry]:
+def audit_entries(
+    session: Session, limit: int = 100, target: str | None = None, before: int | None = None
+) -> list[AuditEntry]:
+    """The newest `limit` entries (of one target), or the newest older than entry `before`."""
     query = select(AuditEntry)
     if target is not None:
         query = query.where(AuditEntry.target == target)
+    if before is not None:
+        query = query.where(col(AuditEntry.id) < before)
     return list(session.exec(query.order_by(col(AuditEntry.id).desc()).limit(limit)))

@@ -440,3 +440,45 @@ def test_without_javascript_the_explain_button_and_saving_still_work(
         assert page.evaluate("document.documentElement.scrollWidth") <= 360
     finally:
         context.close()
+
+
+@SQLITE
+def test_the_audit_log_pages_to_older_entries_keeping_its_filter(
+    gateway: LocalGateway, admin_user: str
+) -> None:
+    from gateway.admin.audit import SHOWN
+
+    with store.transaction(gateway.gw.engine) as session:  # SHOWN + 5 changes to one key, 3 to another
+        for i in range(SHOWN + 5):
+            session.add(
+                AuditEntry(actor="cli", action="key.create", target="key_one", after={"name": f"n{i}"})
+            )
+        for i in range(3):
+            session.add(
+                AuditEntry(actor="cli", action="key.revoke", target="key_two", after={"name": f"t{i}"})
+            )
+    console = Console(gateway)
+
+    def names(page: str) -> list[str]:
+        return re.findall(r"<strong>(n\d+|t\d+)</strong>", page)
+
+    def older_link(page: str) -> str | None:
+        found = re.search(r'<a rel="next" href="([^"]+)">Older entries', page)
+        return html.unescape(found.group(1)) if found else None
+
+    first = console.get("/admin/audit").text
+    assert names(first) == ["t2", "t1", "t0"] + [f"n{i}" for i in range(SHOWN + 4, 7, -1)]
+    link = older_link(first)
+    assert link is not None and "Newest entries" not in first
+    second = console.get(link).text
+    assert names(second) == [f"n{i}" for i in range(7, -1, -1)]  # the rest, none twice
+    assert older_link(second) is None and "Newest entries" in second
+
+    narrowed = console.get("/admin/audit?target=key_one").text
+    assert names(narrowed) == [f"n{i}" for i in range(SHOWN + 4, 4, -1)]
+    link = older_link(narrowed)
+    assert link is not None and "target=key_one" in link
+    assert names(console.get(link).text) == ["n4", "n3", "n2", "n1", "n0"]
+
+    refused = console.get("/admin/audit?cursor=abc")
+    assert refused.status_code == 400 and "cursor must be an entry number" in refused.text
