@@ -205,8 +205,8 @@ def insert_rows(
                 f"rows_{t}": json.dumps(
                     [
                         {
-                            key: convert(row.get(key, default), dialect)
-                            for key, convert, default in converters[t]
+                            name: convert(row.get(key, default), dialect)
+                            for key, name, convert, default in converters[t]
                         }
                         for row in rows
                     ],
@@ -223,7 +223,8 @@ def insert_rows(
 
 
 Shape = tuple[tuple[str, tuple[str, ...]], ...]  # each table's name and the keys its rows give
-Converter = tuple[str, Callable[[Any, Dialect], Any], Any]  # column key, to a JSON value, default
+# A column's key (in the rows given), name (in the JSON read back), conversion to a JSON value, default.
+Converter = tuple[str, str, Callable[[Any, Dialect], Any], Any]
 
 
 @functools.lru_cache(maxsize=256)
@@ -238,7 +239,7 @@ def _one_statement(shape: Shape, notify: bool) -> tuple[TextClause, list[list[Co
         if any(c.default is not None and not c.default.is_scalar and c.key not in given for c in table.c):
             return None
         columns = [c for c in table.c if c.key in given or (c.default is not None and c.default.is_scalar)]
-        converters.append([(c.key, _to_json(c.type), _constant_default(c)) for c in columns])
+        converters.append([(c.key, c.name, _to_json(c.type), _constant_default(c)) for c in columns])
         names = ", ".join(_quoted(c.name) for c in columns)
         rows = f"json_populate_recordset(NULL::{_quoted(name)}, CAST(:rows_{t} AS json))"
         clauses.append(f"insert_{t} AS (INSERT INTO {_quoted(name)} ({names}) SELECT {names} FROM {rows})")

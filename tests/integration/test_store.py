@@ -95,6 +95,7 @@ def test_values_come_back_as_written_sealed_bodies_encrypted(database_url: str) 
         "content": {"text": "héllo 😀", "nested": [1, None, True]},
         "expires_at": local,
         "skipped": None,
+        "metadata": {"order": "A-17"},  # a column named as SQL's reserved word
         "human_agent": True,
         "step_index": 2,
     }
@@ -113,6 +114,7 @@ def test_values_come_back_as_written_sealed_bodies_encrypted(database_url: str) 
             assert stored.expires_at == local and stored.expires_at.utcoffset() == timedelta(0)
             assert stored.created_at == NOW
             assert (stored.skipped, stored.human_agent, stored.step_index) == (None, True, 2)
+            assert stored.metadata_ == {"order": "A-17"}
             assert (person.tags, person.name) == (contact["tags"], contact["name"])
     finally:
         crypto.configure(None)
