@@ -390,6 +390,23 @@ def early_status_ids(session: Session, provider_message_ids: list[str]) -> set[s
     return set(session.exec(select(column).where(column.in_(wanted)).distinct()))
 
 
+CONTACT_LOCKS = 2  # the class of contact-address advisory locks (two-key locks: apart from provider ids')
+
+
+def lock_contact_addresses(session: Session, addresses: Sequence[str]) -> None:
+    """Serialise making contacts for these phone numbers and email addresses (PostgreSQL; SQLite serialises
+    every writer anyway), taking their locks in key order: of two transactions that would each make a
+    contact for the same new address, the second waits for the first's commit, then finds its contact
+    (a statement after the wait reads what was committed before it)."""
+    wanted = sorted({a for a in addresses if a})
+    if wanted and is_postgres(session.get_bind()):  # type: ignore[arg-type]
+        keys = "SELECT DISTINCT hashtext(a) AS key FROM unnest(CAST(:addresses AS text[])) AS a ORDER BY key"
+        session.execute(
+            text(f"SELECT pg_advisory_xact_lock({CONTACT_LOCKS}, key) FROM ({keys}) AS keys"),
+            {"addresses": wanted},
+        )
+
+
 def lock_provider_ids(session: Session, provider_message_ids: list[str]) -> None:
     """Serialise work on these provider message ids (PostgreSQL; SQLite serialises every writer anyway),
     taking their locks in key order, so two batches never wait on each other in a ring.

@@ -127,6 +127,8 @@ def _normalise(sender: str, kind: str, gw: Gateway) -> str:
 
 def _contact_for(session: Session, gw: Gateway, channel: str, kind: str, sender: str) -> Contact:
     """The contact behind a sender: by identity, else by phone or email; created when unknown."""
+    if kind in ("phone", "email"):
+        store.lock_contact_addresses(session, [sender])  # as the accept path does, so one contact a sender
     query = select(ChannelIdentity).where(
         ChannelIdentity.channel == channel, ChannelIdentity.address == sender
     )

@@ -10,6 +10,7 @@ from phonenumbers import timezone as phone_timezone
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
+from gateway import store
 from gateway.channels import CHANNEL_NAMES
 from gateway.core import Gateway
 from gateway.errors import ProblemError, conflict, not_found, validation_failed
@@ -63,6 +64,7 @@ def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -
         else None
     )
     email = normalize_email(to.email, f"{prefix}.email") if to.email else None
+    store.lock_contact_addresses(session, [phone.phone if phone else "", email or ""])
     contact, same_person = _find(session, to, phone.phone if phone else None, email)
     now = gw.clock()
     created = contact is None

@@ -19,6 +19,7 @@ from sqlalchemy import BindParameter, bindparam, literal, null, or_, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
+from gateway import store
 from gateway.core import Gateway
 from gateway.errors import ProblemError
 from gateway.ids import new_id
@@ -129,12 +130,17 @@ def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> Resolved
     emails = [k[1] for k in keys if not isinstance(k, ProblemError) and k[1] is not None]
     by_phone: dict[str, dict[str, Any]] = {}
     by_email: dict[str, dict[str, Any]] = {}
-    connection = session.connection()  # Core statements: the ORM's execute adds nothing here
-    for match in connection.execute(_LOOKUP, {"phones": phones, "emails": emails}).mappings():
-        if match["phone"] is not None:
-            by_phone.setdefault(match["phone"], dict(match))
-        if match["email"] is not None:
-            by_email.setdefault(match["email"], dict(match))
+    _look_up(session, phones, emails, by_phone, by_email)
+    unknown = [a for a in phones if a not in by_phone] + [a for a in emails if a not in by_email]
+    if unknown and store.is_postgres(gw.engine):  # another process may be making them: wait, look again
+        store.lock_contact_addresses(session, unknown)
+        _look_up(
+            session,
+            [a for a in phones if a not in by_phone],
+            [a for a in emails if a not in by_email],
+            by_phone,
+            by_email,
+        )
     now = gw.clock()
     chosen: list[dict[str, Any] | ProblemError] = []
     created: list[dict[str, Any]] = []
@@ -162,6 +168,24 @@ def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> Resolved
     identities, states = routing_facts(session, known)
     recipients = [c if isinstance(c, ProblemError) else _recipient(c, identities, states) for c in chosen]
     return Resolved(recipients, created)
+
+
+def _look_up(
+    session: Session,
+    phones: list[str],
+    emails: list[str],
+    by_phone: dict[str, dict[str, Any]],
+    by_email: dict[str, dict[str, Any]],
+) -> None:
+    """Add the live contacts with these phone numbers or email addresses to `by_phone` and `by_email`."""
+    if not phones and not emails:
+        return
+    connection = session.connection()  # Core statements: the ORM's execute adds nothing here
+    for match in connection.execute(_LOOKUP, {"phones": phones, "emails": emails}).mappings():
+        if match["phone"] is not None:
+            by_phone.setdefault(match["phone"], dict(match))
+        if match["email"] is not None:
+            by_email.setdefault(match["email"], dict(match))
 
 
 def routing_facts(
