@@ -395,29 +395,29 @@ CONTACT_LOCKS = 2  # the class of contact-address advisory locks (two-key locks:
 
 def lock_contact_addresses(session: Session, addresses: Sequence[str]) -> None:
     """Serialise making contacts for these phone numbers and email addresses (PostgreSQL; SQLite serialises
-    every writer anyway), taking their locks in key order: of two transactions that would each make a
-    contact for the same new address, the second waits for the first's commit, then finds its contact
-    (a statement after the wait reads what was committed before it)."""
-    wanted = sorted({a for a in addresses if a})
-    if wanted and is_postgres(session.get_bind()):  # type: ignore[arg-type]
-        keys = "SELECT DISTINCT hashtext(a) AS key FROM unnest(CAST(:addresses AS text[])) AS a ORDER BY key"
-        session.execute(
-            text(f"SELECT pg_advisory_xact_lock({CONTACT_LOCKS}, key) FROM ({keys}) AS keys"),
-            {"addresses": wanted},
-        )
+    every writer anyway): of two transactions that would each make a contact for the same new address, the
+    second waits for the first's commit, then finds its contact (a statement after the wait reads what was
+    committed before it)."""
+    _advisory_locks(session, [a for a in addresses if a], f"{CONTACT_LOCKS}, ")
 
 
 def lock_provider_ids(session: Session, provider_message_ids: list[str]) -> None:
-    """Serialise work on these provider message ids (PostgreSQL; SQLite serialises every writer anyway),
-    taking their locks in key order, so two batches never wait on each other in a ring.
+    """Serialise work on these provider message ids (PostgreSQL; SQLite serialises every writer anyway).
 
     The dispatcher recording a send and a webhook reporting on it may run at once; holding these locks
     while each looks for the other's row means an early status is never missed.
     """
-    if provider_message_ids and is_postgres(session.get_bind()):  # type: ignore[arg-type]
-        keys = "SELECT DISTINCT hashtext(id) AS key FROM unnest(CAST(:ids AS text[])) AS id ORDER BY key"
+    _advisory_locks(session, provider_message_ids)
+
+
+def _advisory_locks(session: Session, names: Sequence[str], lock_class: str = "") -> None:
+    """Transaction-scoped advisory locks on these names (PostgreSQL only), taken in key order so two
+    transactions never wait on each other in a ring; `lock_class` ("<n>, ") picks the two-key lock space."""
+    if names and is_postgres(session.get_bind()):  # type: ignore[arg-type]
+        keys = "SELECT DISTINCT hashtext(n) AS key FROM unnest(CAST(:names AS text[])) AS n ORDER BY key"
         session.execute(
-            text(f"SELECT pg_advisory_xact_lock(key) FROM ({keys}) AS keys"), {"ids": provider_message_ids}
+            text(f"SELECT pg_advisory_xact_lock({lock_class}key) FROM ({keys}) AS keys"),
+            {"names": list(names)},
         )
 
 

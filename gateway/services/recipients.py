@@ -2,7 +2,8 @@
 number and/or an email address (perhaps with a name, locale and tags), whose contact is new or already holds
 all of that. `resolve_simple` finds them with one query, reads their identities and channel states with one
 more (`routing_facts`, which planning for any contact uses), and makes the rows of the new ones (the caller
-inserts them with its messages), all without ORM objects.
+inserts them with its messages), all without ORM objects. On PostgreSQL, addresses no contact has are
+locked and looked up again first (`store.lock_contact_addresses`: another process may be making them).
 
 It answers None when any recipient needs `resolve_contact` (an id, external id or identities, or a contact
 the request would change), and finds exactly the contacts that function would: a match by phone before a
