@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -139,21 +139,24 @@ def _first_in_line() -> Any:
     )
 
 
-def _unclaimed(now: datetime) -> Any:
-    return or_(col(EventDelivery.claimed_until).is_(None), col(EventDelivery.claimed_until) < now)
+# Built once (a statement with this subquery costs ~100 µs to build, more than the query on SQLite).
+_UNCLAIMED = or_(
+    col(EventDelivery.claimed_until).is_(None), col(EventDelivery.claimed_until) < bindparam("now")
+)
+_DUE = (
+    select(EventDelivery.id)
+    .where(col(EventDelivery.due_at) <= bindparam("now"), _UNCLAIMED, _first_in_line())
+    .order_by(col(EventDelivery.due_at))
+    .limit(bindparam("limit"))
+)
+_CLAIM = {False: _DUE, True: _DUE.with_for_update(skip_locked=True, of=EventDelivery)}  # by PostgreSQL
+_NEXT_DUE = select(func.min(EventDelivery.due_at)).where(_UNCLAIMED, _first_in_line())
 
 
 def claim_due_deliveries(session: Session, worker: str, now: datetime, lease: float, limit: int) -> list[str]:
     """Claim due deliveries that are first in line for their (endpoint, contact)."""
-    query = (
-        select(EventDelivery.id)
-        .where(col(EventDelivery.due_at) <= now, _unclaimed(now), _first_in_line())
-        .order_by(col(EventDelivery.due_at))
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=EventDelivery)
-    ids = list(session.exec(query))
+    query = _CLAIM[session.get_bind().dialect.name == "postgresql"]
+    ids = list(session.exec(query, params={"now": now, "limit": limit}))
     if ids:
         session.execute(
             update(EventDelivery)
@@ -165,8 +168,7 @@ def claim_due_deliveries(session: Session, worker: str, now: datetime, lease: fl
 
 def next_due_at(session: Session, now: datetime) -> datetime | None:
     """The earliest due time of a delivery that could be claimed once due."""
-    query = select(func.min(EventDelivery.due_at)).where(_unclaimed(now), _first_in_line())
-    value: datetime | None = session.exec(query).one()
+    value: datetime | None = session.exec(_NEXT_DUE, params={"now": now}).one()
     return value
 
 

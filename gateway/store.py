@@ -28,6 +28,7 @@ from sqlalchemy import (
     Engine,
     TextClause,
     TypeDecorator,
+    bindparam,
     create_engine,
     event,
     func,
@@ -39,6 +40,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.schema import Column, ScalarElementColumnDefault
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, col, select
@@ -281,6 +283,36 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+# The hot queries, built once: building a statement costs about as much as running a small one on SQLite
+# (~40 µs), and a statement object kept keeps its cache key. Lists go in expanding parameters.
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_FREE = or_(col(models.Message.claimed_until).is_(None), col(models.Message.claimed_until) < bindparam("now"))
+_DUE = (
+    select(models.Message)
+    .where(col(models.Message.due_at) <= bindparam("now"))
+    .where(_FREE)
+    .order_by(col(models.Message.due_at))
+    .limit(bindparam("limit"))
+)
+_CLAIM = {False: _DUE, True: _DUE.with_for_update(skip_locked=True)}  # by is_postgres
+_NEXT_DUE = select(func.min(models.Message.due_at)).where(_FREE)
+_LOCK_MESSAGES = (
+    select(models.Message)
+    .where(col(models.Message.id).in_(_IDS))
+    .order_by(col(models.Message.id))
+    .with_for_update()
+)
+_ATTEMPTS = select(models.Attempt).where(col(models.Attempt.id).in_(_IDS))
+_ATTEMPTS_FRESH = _ATTEMPTS.execution_options(populate_existing=True)
+_ATTEMPTS_BY_PROVIDER_ID = select(models.Attempt).where(col(models.Attempt.provider_message_id).in_(_IDS))
+_CHANNEL_STATES = select(models.ChannelState).where(col(models.ChannelState.contact_id).in_(_IDS))
+_EARLY_STATUS_IDS = (
+    select(col(models.EarlyStatus.provider_message_id))
+    .where(col(models.EarlyStatus.provider_message_id).in_(_IDS))
+    .distinct()
+)
+
+
 def claim_due_messages(
     session: Session, worker: str, now: datetime, lease: float, limit: int
 ) -> list[models.Message]:
@@ -288,16 +320,8 @@ def claim_due_messages(
 
     The `due_at` index keeps this O(log n + limit) however long the queue is.
     """
-    query = (
-        select(models.Message)
-        .where(col(models.Message.due_at) <= now)
-        .where(or_(col(models.Message.claimed_until).is_(None), col(models.Message.claimed_until) < now))
-        .order_by(col(models.Message.due_at))
-        .limit(limit)
-    )
-    if is_postgres(session.get_bind()):  # type: ignore[arg-type]
-        query = query.with_for_update(skip_locked=True)
-    messages = list(session.exec(query))
+    query = _CLAIM[is_postgres(session.get_bind())]  # type: ignore[arg-type]
+    messages = list(session.exec(query, params={"now": now, "limit": limit}))
     until = add_seconds(now, lease)
     for message in messages:
         message.claimed_until = until
@@ -307,10 +331,7 @@ def claim_due_messages(
 
 def next_due_at(session: Session, now: datetime) -> datetime | None:
     """The earliest due time of work nobody holds a live claim on."""
-    query = select(func.min(models.Message.due_at)).where(
-        or_(col(models.Message.claimed_until).is_(None), col(models.Message.claimed_until) < now)
-    )
-    value = session.exec(query).one()
+    value: datetime | None = session.exec(_NEXT_DUE, params={"now": now}).one()
     return value
 
 
@@ -324,13 +345,7 @@ def lock_messages(session: Session, ids: list[str]) -> dict[str, models.Message]
     """Load messages for update, locked in id order (so two batches never wait on each other in a ring)."""
     if not ids:
         return {}
-    query = (
-        select(models.Message)
-        .where(col(models.Message.id).in_(ids))
-        .order_by(col(models.Message.id))
-        .with_for_update()
-    )
-    return {m.id: m for m in session.exec(query)}
+    return {m.id: m for m in session.exec(_LOCK_MESSAGES, params={"ids": ids})}
 
 
 def load_attempts(session: Session, ids: list[str], fresh: bool = False) -> dict[str, models.Attempt]:
@@ -338,10 +353,14 @@ def load_attempts(session: Session, ids: list[str], fresh: bool = False) -> dict
     them again even where the session holds them already."""
     if not ids:
         return {}
-    query = select(models.Attempt).where(col(models.Attempt.id).in_(ids))
-    if fresh:
-        query = query.execution_options(populate_existing=True)
-    return {a.id: a for a in session.exec(query)}
+    return {a.id: a for a in session.exec(_ATTEMPTS_FRESH if fresh else _ATTEMPTS, params={"ids": ids})}
+
+
+def attempts_by_provider_id(session: Session, provider_message_ids: list[str]) -> list[models.Attempt]:
+    """The attempts that sent these provider messages, in one query."""
+    if not provider_message_ids:
+        return []
+    return list(session.exec(_ATTEMPTS_BY_PROVIDER_ID, params={"ids": provider_message_ids}))
 
 
 ABSENT_STATES = "absent_channel_states"  # session.info key: (contact, channel) pairs known to have no row
@@ -357,8 +376,7 @@ def load_channel_states(
     if not pairs:
         return {}
     contacts = sorted({contact for contact, _ in pairs})
-    query = select(models.ChannelState).where(col(models.ChannelState.contact_id).in_(contacts))
-    found = {(s.contact_id, s.channel): s for s in session.exec(query)}
+    found = {(s.contact_id, s.channel): s for s in session.exec(_CHANNEL_STATES, params={"ids": contacts})}
     states = {pair: found.get(pair) for pair in pairs}
     session.info.setdefault(LOADED_STATES, []).extend(found.values())
     absent = session.info.setdefault(ABSENT_STATES, set())
@@ -386,8 +404,7 @@ def early_status_ids(session: Session, provider_message_ids: list[str]) -> set[s
     wanted = sorted({p for p in provider_message_ids if p})
     if not wanted:
         return set()
-    column = col(models.EarlyStatus.provider_message_id)
-    return set(session.exec(select(column).where(column.in_(wanted)).distinct()))
+    return set(session.exec(_EARLY_STATUS_IDS, params={"ids": wanted}))
 
 
 CONTACT_LOCKS = 2  # the class of contact-address advisory locks (two-key locks: apart from provider ids')

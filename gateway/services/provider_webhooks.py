@@ -149,11 +149,8 @@ def _attempts_for(session: Session, updates: Sequence[StatusUpdate]) -> list[Att
 
 
 def _attempts_by_provider_id(session: Session, provider_message_ids: list[str]) -> dict[str, Attempt]:
-    if not provider_message_ids:
-        return {}
-    query = select(Attempt).where(col(Attempt.provider_message_id).in_(provider_message_ids))
     found: dict[str, Attempt] = {}
-    for attempt in session.exec(query):
+    for attempt in store.attempts_by_provider_id(session, provider_message_ids):
         found.setdefault(attempt.provider_message_id or "", attempt)
     return found
 
