@@ -9,10 +9,31 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import Field, SQLModel
 
 from gateway.crypto import Sealed
 from gateway.timeutil import utcnow
+
+_COLUMN_KEYS: dict[type, frozenset[str]] = {}
+
+
+class Table(SQLModel):
+    """The tables' base. Setting a column attribute goes through SQLAlchemy's instrumentation once: SQLModel's
+    own `__setattr__` then runs pydantic's, which stores the same value in the same `__dict__` a second time
+    (2.9 µs a set instead of 0.7; the dispatcher makes about 30 a message). Fields set are still recorded."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        cls = type(self)
+        keys = _COLUMN_KEYS.get(cls)
+        if keys is None:
+            keys = _COLUMN_KEYS.setdefault(cls, frozenset(sa_inspect(cls).column_attrs.keys()))
+        if name in keys:
+            set_attribute(self, name, value)
+            self.__pydantic_fields_set__.add(name)
+        else:
+            super().__setattr__(name, value)
 
 
 def _json(nullable: bool = True) -> Any:
@@ -24,7 +45,7 @@ def _sealed() -> Any:
     return Field(default=None, sa_column=Column(Sealed, nullable=True))
 
 
-class Contact(SQLModel, table=True):
+class Contact(Table, table=True):
     id: str = Field(primary_key=True, max_length=40)
     external_id: str | None = Field(default=None, unique=True, max_length=255)
     name: str | None = Field(default=None, max_length=255)
@@ -41,7 +62,7 @@ class Contact(SQLModel, table=True):
     merged_into: str | None = Field(default=None, max_length=40)  # this record became that contact
 
 
-class ChannelIdentity(SQLModel, table=True):
+class ChannelIdentity(Table, table=True):
     """How a contact is addressed on a channel; unique per (channel, address)."""
 
     __table_args__ = (UniqueConstraint("channel", "address"),)
@@ -52,7 +73,7 @@ class ChannelIdentity(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class ChannelState(SQLModel, table=True):
+class ChannelState(Table, table=True):
     """What the gateway has learned about one contact on one channel."""
 
     contact_id: str = Field(foreign_key="contact.id", primary_key=True, max_length=40)
@@ -68,7 +89,7 @@ class ChannelState(SQLModel, table=True):
     sent_in_window: int = 0  # messages accepted since the person last wrote (for per-window limits)
 
 
-class Message(SQLModel, table=True):
+class Message(Table, table=True):
     """One send request and its routing state; `due_at` says when the dispatcher must look at it."""
 
     __table_args__ = (
@@ -107,7 +128,7 @@ class Message(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class Attempt(SQLModel, table=True):
+class Attempt(Table, table=True):
     """One try of one plan step on one channel."""
 
     # ix_attempt_created: the console dashboard reads the attempts of the last hour or day.
@@ -139,7 +160,7 @@ class Attempt(SQLModel, table=True):
     delivered_at: datetime | None = None
 
 
-class RoutingRule(SQLModel, table=True):
+class RoutingRule(Table, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(unique=True, max_length=100)
     order: int = Field(default=100, index=True)
@@ -153,7 +174,7 @@ class RoutingRule(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class ApiKey(SQLModel, table=True):
+class ApiKey(Table, table=True):
     """An API key; only the SHA-256 of the secret is stored (keys are 256-bit random)."""
 
     id: str = Field(primary_key=True, max_length=40)
@@ -165,7 +186,7 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
-class IdempotencyRecord(SQLModel, table=True):
+class IdempotencyRecord(Table, table=True):
     __table_args__ = (UniqueConstraint("api_key_id", "key"),)
     id: int | None = Field(default=None, primary_key=True)
     api_key_id: str = Field(max_length=40)
@@ -176,14 +197,14 @@ class IdempotencyRecord(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
-class Setting(SQLModel, table=True):
+class Setting(Table, table=True):
     """Values the gateway generates once and keeps (the callback secret)."""
 
     name: str = Field(primary_key=True, max_length=64)
     value: str = Field(max_length=500)
 
 
-class InboundMessage(SQLModel, table=True):
+class InboundMessage(Table, table=True):
     """A message a customer sent; stored once per (channel, provider message id)."""
 
     __table_args__ = (
@@ -205,7 +226,7 @@ class InboundMessage(SQLModel, table=True):
     reply_token_expires_at: datetime | None = None
 
 
-class WebhookSubscription(SQLModel, table=True):
+class WebhookSubscription(Table, table=True):
     """A business system's endpoint for events; the secret signs deliveries and is shown once."""
 
     id: str = Field(primary_key=True, max_length=40)
@@ -218,7 +239,7 @@ class WebhookSubscription(SQLModel, table=True):
     deleted_at: datetime | None = None
 
 
-class Event(SQLModel, table=True):
+class Event(Table, table=True):
     """Something a business system may want to hear about."""
 
     id: str = Field(primary_key=True, max_length=40)
@@ -228,7 +249,7 @@ class Event(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class EventDelivery(SQLModel, table=True):
+class EventDelivery(Table, table=True):
     """One event to one endpoint; retried with backoff, delivered in order per (endpoint, contact)."""
 
     __table_args__ = (
@@ -254,7 +275,7 @@ class EventDelivery(SQLModel, table=True):
     reply_error: str | None = Field(default=None, max_length=500)
 
 
-class AutoReplyRule(SQLModel, table=True):
+class AutoReplyRule(Table, table=True):
     """An automatic answer to inbound messages: on keywords, or outside business hours."""
 
     id: str = Field(primary_key=True, max_length=40)
@@ -270,7 +291,7 @@ class AutoReplyRule(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class AutoReplySent(SQLModel, table=True):
+class AutoReplySent(Table, table=True):
     """When an auto-reply rule last answered a contact (at most once per `once_per`)."""
 
     rule_id: str = Field(primary_key=True, max_length=40)
@@ -278,7 +299,7 @@ class AutoReplySent(SQLModel, table=True):
     sent_at: datetime = Field(default_factory=utcnow)
 
 
-class EarlyStatus(SQLModel, table=True):
+class EarlyStatus(Table, table=True):
     """A provider status that arrived before the send that caused it was recorded; applied then."""
 
     id: int | None = Field(default=None, primary_key=True)
@@ -290,14 +311,14 @@ class EarlyStatus(SQLModel, table=True):
     received_at: datetime = Field(default_factory=utcnow)
 
 
-class ChannelPace(SQLModel, table=True):
+class ChannelPace(Table, table=True):
     """The next free send slot of a paced channel, shared by every dispatcher (unix seconds)."""
 
     channel: str = Field(primary_key=True, max_length=20)
     next_slot: float = 0.0
 
 
-class AdminUser(SQLModel, table=True):
+class AdminUser(Table, table=True):
     """A person who signs in to the console; only an argon2 hash of the password is kept."""
 
     id: str = Field(primary_key=True, max_length=40)
@@ -311,7 +332,7 @@ class AdminUser(SQLModel, table=True):
     last_login_at: datetime | None = None
 
 
-class AuditEntry(SQLModel, table=True):
+class AuditEntry(Table, table=True):
     """One change made through the console or the CLI: who, when, what, before and after."""
 
     __table_args__ = (Index("ix_audit_at", "at"),)
