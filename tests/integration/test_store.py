@@ -216,3 +216,58 @@ def test_actions_wait_for_the_commit_run_in_order_and_are_dropped_by_a_rollback(
         assert ran == ["committed"]
     finally:
         engine.dispose()
+
+
+def test_the_queries_built_once_answer_for_each_call_s_own_values(database_url: str) -> None:
+    """The claim, the message locks and the attempt loads are statements built at import with bound
+    parameters: each call must get its own time, limit and ids, whatever an earlier call passed."""
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    contact = contact_row()
+    messages = [message_row(contact["id"]) | {"due_at": NOW + timedelta(minutes=i)} for i in range(4)]
+    attempts = [attempt_row(m["id"]) for m in messages]
+    with store.transaction(engine) as session:
+        store.insert_rows(session, [(Contact, [contact]), (Message, messages), (Attempt, attempts)])
+    ids = [m["id"] for m in messages]
+    try:
+        with store.transaction(engine) as session:  # due by NOW + 2 min: three; a limit of two takes two
+            claimed = store.claim_due_messages(session, "w1", NOW + timedelta(minutes=2), 30, 2)
+            assert [m.id for m in claimed] == ids[:2]
+        with store.transaction(engine) as session:  # w1's claims run until NOW + 2 min + 30 s
+            later = store.claim_due_messages(session, "w2", NOW + timedelta(minutes=2), 30, 10)
+            assert [m.id for m in later] == ids[2:3]
+            assert store.next_due_at(session, NOW + timedelta(minutes=2)) == NOW + timedelta(minutes=3)
+        with store.transaction(engine) as session:  # once they have run out, anything due is free again
+            expired = store.claim_due_messages(session, "w3", NOW + timedelta(minutes=5), 30, 10)
+            assert [m.id for m in expired] == ids
+        with store.transaction(engine) as session:
+            assert list(store.lock_messages(session, ids[3:] + ids[:1])) == sorted([ids[0], ids[3]])
+            assert list(store.lock_messages(session, ids[1:2])) == [ids[1]]
+            one = store.load_attempts(session, [attempts[2]["id"]])
+            assert [a.message_id for a in one.values()] == [ids[2]]
+            both = store.load_attempts(session, [attempts[0]["id"], attempts[3]["id"]])
+            assert sorted(a.message_id for a in both.values()) == sorted([ids[0], ids[3]])
+    finally:
+        engine.dispose()
+
+
+def test_a_column_set_on_a_table_object_is_written_and_recorded_as_set(database_url: str) -> None:
+    """The tables' base sets column attributes through SQLAlchemy alone (models.Table)."""
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    contact = contact_row()
+    message = message_row(contact["id"])
+    with store.transaction(engine) as session:
+        store.insert_rows(session, [(Contact, [contact]), (Message, [message])])
+    try:
+        with store.transaction(engine) as session:
+            stored = session.get(Message, message["id"])
+            assert stored is not None
+            stored.status, stored.metadata_ = "sending", {"k": "v"}  # metadata_ is the column `metadata`
+            assert {"status", "metadata_"} <= stored.model_fields_set
+            assert stored in session.dirty
+        with store.transaction(engine) as session:
+            again = session.get(Message, message["id"])
+            assert again is not None and (again.status, again.metadata_) == ("sending", {"k": "v"})
+    finally:
+        engine.dispose()
