@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,24 @@ def normalize_email(raw: str, field: str) -> str:
     if not at or not local or "." not in domain or any(c.isspace() for c in text):
         raise validation_failed(field, "is not an email address")
     return text.casefold()
+
+
+def lock_addresses(session: Session, gw: Gateway, tos: Sequence[To]) -> None:
+    """Before one transaction resolves several recipients with `resolve_contact`, lock all their phone
+    numbers and email addresses at once, in key order (PostgreSQL): each `resolve_contact` locks its own,
+    and two transactions taking them one request at a time in opposite orders would wait on each other
+    (PostgreSQL would abort one). Addresses that do not parse are left to `resolve_contact` to refuse."""
+    if not store.is_postgres(gw.engine):
+        return
+    addresses = []
+    for to in tos:
+        with contextlib.suppress(ProblemError):
+            if to.phone:
+                addresses.append(normalize_phone(to.phone, to.country, gw.settings.default_region, "").phone)
+        with contextlib.suppress(ProblemError):
+            if to.email:
+                addresses.append(normalize_email(to.email, ""))
+    store.lock_contact_addresses(session, addresses)
 
 
 def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -> Contact:

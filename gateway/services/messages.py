@@ -19,7 +19,7 @@ from gateway.models import Attempt, Contact, IdempotencyRecord, InboundMessage, 
 from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
-from gateway.services.contacts import resolve_contact
+from gateway.services.contacts import lock_addresses, resolve_contact
 from gateway.services.recipients import resolve_simple, routing_facts
 from gateway.services.rules import planning_rules
 from gateway.timeutil import add_seconds, format_duration, parse_rfc3339, rfc3339
@@ -284,6 +284,8 @@ def _write_requests(session: Session, gw: Gateway, items: Sequence[Request]) -> 
     notified at the commit when a message is due now."""
     written = _write_simple(session, gw, items)
     if written is None:
+        if len(items) > 1:  # each request locks its own new addresses: take them all first, in key order
+            lock_addresses(session, gw, [body.to for _, body in items])
         written = [_write_one(session, gw, key, body) for key, body in items]
         if _due_now(gw, _accepted(written)):
             notify_due(session)
