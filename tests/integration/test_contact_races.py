@@ -46,8 +46,15 @@ def by_general_path(session: Session, gw: Gateway) -> str:
     return resolve_contact(session, gw, To(phone=PHONE, name="Ada")).id
 
 
-@pytest.mark.parametrize("first", [by_accept, by_general_path])
-@pytest.mark.parametrize("second", [by_accept, by_general_path])
+def by_inbound(session: Session, gw: Gateway) -> str:
+    """An inbound SMS from the number (the inbound pipeline's contact for its sender)."""
+    from gateway.inbound.pipeline import _contact_for
+
+    return _contact_for(session, gw, "sms", "phone", PHONE).id
+
+
+@pytest.mark.parametrize("first", [by_accept, by_general_path, by_inbound])
+@pytest.mark.parametrize("second", [by_accept, by_general_path, by_inbound])
 def test_the_second_of_two_transactions_waits_and_finds_the_first_ones_contact(
     local: LocalGateway,
     first: Callable[[Session, Gateway], str],
