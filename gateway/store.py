@@ -431,11 +431,13 @@ def _advisory_locks(session: Session, names: Sequence[str], lock_class: str = ""
     """Transaction-scoped advisory locks on these names (PostgreSQL only), taken in key order so two
     transactions never wait on each other in a ring; `lock_class` ("<n>, ") picks the two-key lock space."""
     if names and is_postgres(session.get_bind()):  # type: ignore[arg-type]
-        keys = "SELECT DISTINCT hashtext(n) AS key FROM unnest(CAST(:names AS text[])) AS n ORDER BY key"
-        session.execute(
-            text(f"SELECT pg_advisory_xact_lock({lock_class}key) FROM ({keys}) AS keys"),
-            {"names": list(names)},
-        )
+        session.execute(_lock_statement(lock_class), {"names": list(names)})
+
+
+@functools.cache
+def _lock_statement(lock_class: str) -> TextClause:
+    keys = "SELECT DISTINCT hashtext(n) AS key FROM unnest(CAST(:names AS text[])) AS n ORDER BY key"
+    return text(f"SELECT pg_advisory_xact_lock({lock_class}key) FROM ({keys}) AS keys")
 
 
 def release_claims(session: Session, worker: str) -> None:

@@ -58,32 +58,36 @@ def normalize_email(raw: str, field: str) -> str:
     return text.casefold()
 
 
-def lock_addresses(session: Session, gw: Gateway, tos: Sequence[To]) -> None:
-    """Before one transaction resolves several recipients with `resolve_contact`, lock all their phone
-    numbers and email addresses at once, in key order (PostgreSQL): each `resolve_contact` locks its own,
-    and two transactions taking them one request at a time in opposite orders would wait on each other
-    (PostgreSQL would abort one). Addresses that do not parse are left to `resolve_contact` to refuse."""
-    if not store.is_postgres(gw.engine):
-        return
-    addresses = []
-    for to in tos:
-        with contextlib.suppress(ProblemError):
-            if to.phone:
-                addresses.append(normalize_phone(to.phone, to.country, gw.settings.default_region, "").phone)
-        with contextlib.suppress(ProblemError):
-            if to.email:
-                addresses.append(normalize_email(to.email, ""))
-    store.lock_contact_addresses(session, addresses)
-
-
-def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -> Contact:
-    """Find the contact a request means (by id, external id, identity, phone, email) or create it."""
+def normalize_to(gw: Gateway, to: To, prefix: str = "to") -> tuple[Phone | None, str | None]:
+    """A recipient's phone number and email address, normalised (None where not given); a 422 naming
+    `<prefix>.phone` or `<prefix>.email` when one does not parse."""
     phone = (
         normalize_phone(to.phone, to.country, gw.settings.default_region, f"{prefix}.phone")
         if to.phone
         else None
     )
-    email = normalize_email(to.email, f"{prefix}.email") if to.email else None
+    return phone, normalize_email(to.email, f"{prefix}.email") if to.email else None
+
+
+def lock_addresses(session: Session, gw: Gateway, tos: Sequence[To]) -> None:
+    """Before one transaction resolves several recipients with `resolve_contact`, lock all their phone
+    numbers and email addresses at once, in key order (PostgreSQL): each `resolve_contact` locks its own,
+    and two transactions taking them one request at a time in opposite orders would wait on each other
+    (PostgreSQL would abort one). A recipient whose addresses do not parse is left to `resolve_contact` to
+    refuse."""
+    if not store.is_postgres(gw.engine):
+        return
+    addresses = []
+    for to in tos:
+        with contextlib.suppress(ProblemError):
+            phone, email = normalize_to(gw, to)
+            addresses += [phone.phone if phone else "", email or ""]
+    store.lock_contact_addresses(session, addresses)
+
+
+def resolve_contact(session: Session, gw: Gateway, to: To, prefix: str = "to") -> Contact:
+    """Find the contact a request means (by id, external id, identity, phone, email) or create it."""
+    phone, email = normalize_to(gw, to, prefix)
     store.lock_contact_addresses(session, [phone.phone if phone else "", email or ""])
     contact, same_person = _find(session, to, phone.phone if phone else None, email)
     now = gw.clock()

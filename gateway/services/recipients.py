@@ -27,7 +27,7 @@ from gateway.ids import new_id
 from gateway.models import ChannelIdentity, ChannelState, Contact
 from gateway.routing import ContactFacts, StateFacts
 from gateway.schemas import To
-from gateway.services.contacts import Phone, live, normalize_email, normalize_phone
+from gateway.services.contacts import Phone, live, normalize_to
 
 
 @dataclass(frozen=True)
@@ -117,31 +117,22 @@ def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> Resolved
     one of them needs `resolve_contact`."""
     if not all(is_simple(to) for to in tos):
         return None
-    region = gw.settings.default_region
     keys: list[tuple[Phone | None, str | None] | ProblemError] = []
     for to in tos:
         try:
-            phone = normalize_phone(to.phone, to.country, region, "to.phone") if to.phone else None
-            email = normalize_email(to.email, "to.email") if to.email else None
+            keys.append(normalize_to(gw, to))
         except ProblemError as problem:
             keys.append(problem)
-            continue
-        keys.append((phone, email))
     phones = [k[0].phone for k in keys if not isinstance(k, ProblemError) and k[0] is not None]
     emails = [k[1] for k in keys if not isinstance(k, ProblemError) and k[1] is not None]
     by_phone: dict[str, dict[str, Any]] = {}
     by_email: dict[str, dict[str, Any]] = {}
     _look_up(session, phones, emails, by_phone, by_email)
-    unknown = [a for a in phones if a not in by_phone] + [a for a in emails if a not in by_email]
-    if unknown and store.is_postgres(gw.engine):  # another process may be making them: wait, look again
-        store.lock_contact_addresses(session, unknown)
-        _look_up(
-            session,
-            [a for a in phones if a not in by_phone],
-            [a for a in emails if a not in by_email],
-            by_phone,
-            by_email,
-        )
+    new_phones = [a for a in phones if a not in by_phone]
+    new_emails = [a for a in emails if a not in by_email]
+    if (new_phones or new_emails) and store.is_postgres(gw.engine):  # another process may be making them
+        store.lock_contact_addresses(session, new_phones + new_emails)  # wait for it, then look again
+        _look_up(session, new_phones, new_emails, by_phone, by_email)
     now = gw.clock()
     chosen: list[dict[str, Any] | ProblemError] = []
     created: list[dict[str, Any]] = []
