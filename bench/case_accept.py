@@ -1,9 +1,15 @@
 """Case 1, accept: `POST /v1/messages` under gunicorn (2 workers x 4 threads, gthread), the gateway's
 `wsgi:app` (API only) versus `bench.baseline_app` (parse the same JSON, insert one row), on the same kind of
-fresh database, driven by `bench.loadgen` in its own process with 8 keep-alive connections."""
+fresh database, driven by `bench.loadgen` in its own process with 8 keep-alive connections, opened 50 ms
+apart. Each run records how many of them each gunicorn worker holds (from `ss`), since a worker holding
+most of them leaves the other CPU partly idle."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import threading
+from collections import Counter
 from typing import Any
 
 from bench.context import Context
@@ -14,11 +20,32 @@ from bench.stats import figure, ratio
 CONNECTIONS = 8
 
 
+def connections_per_worker(port: int) -> list[int] | None:
+    """How many established connections to `port` each server process holds, fewest first (None without
+    `ss`)."""
+    try:
+        argv = ["ss", "-tnpH", "state", "established", f"sport = :{port}"]
+        listing = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted(Counter(re.findall(r"pid=(\d+)", listing)).values())
+
+
 def load(ctx: Context, port: int, key: str) -> dict[str, Any]:
     sizes = ctx.sizes["accept"]
     argv = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--key", key, "--conns", str(CONNECTIONS)]
     argv += ["--seconds", str(sizes["seconds"]), "--warmup", str(sizes["warmup"])]
-    result: dict[str, Any] = run_json(argv, clean_env(), timeout=120 + sizes["seconds"] * 2)
+    seen: list[list[int] | None] = []
+    look = threading.Timer(
+        sizes["warmup"] + sizes["seconds"] / 2, lambda: seen.append(connections_per_worker(port))
+    )
+    look.start()
+    try:
+        result: dict[str, Any] = run_json(argv, clean_env(), timeout=120 + sizes["seconds"] * 2)
+    finally:
+        look.cancel()
+        look.join()
+    result["connections_per_worker"] = seen[0] if seen else None
     if result["errors"] or not result["requests"]:
         raise RuntimeError(
             f"load generator saw {result['errors']} errors ({result['error_statuses']}) "
@@ -70,6 +97,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 "rps": figure([r["rps"] for r in results], "req/s"),
                 "p50_ms": figure([r["latency_ms"]["p50"] for r in results], "ms"),
                 "p99_ms": figure([r["latency_ms"]["p99"] for r in results], "ms"),
+                "connections_per_worker": [r["connections_per_worker"] for r in results],
             }
         row["ratio"] = ratio([r["rps"] for r in runs["gateway"]], [r["rps"] for r in runs["baseline"]])
         out["databases"][db] = row

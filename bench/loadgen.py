@@ -2,8 +2,10 @@
 
 Each of C threads keeps one connection open (TCP_NODELAY) and sends `POST /v1/messages` with a JSON body
 back to back, parsing only the status line and Content-Length, so the generator stays cheap next to the
-server. Requests in the first `--warmup` seconds are not counted. Prints one JSON line: requests/s, errors,
-and latency percentiles in ms.
+server. The connections are opened `--stagger` seconds apart, as clients arrive over time: opened all at
+once, gunicorn's workers race for them and one often takes most (a keep-alive connection stays with the
+worker that accepted it); opened apart, the least busy worker takes the next. Requests in the first
+`--warmup` seconds are not counted. Prints one JSON line: requests/s, errors, and latency percentiles in ms.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
-def drive(port: int, key: str, conns: int, seconds: float, warmup: float) -> dict[str, Any]:
+def drive(port: int, key: str, conns: int, seconds: float, warmup: float, stagger: float) -> dict[str, Any]:
     head = f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
     head += "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n"
     counter = iter(range(10**9))
@@ -71,6 +73,7 @@ def drive(port: int, key: str, conns: int, seconds: float, warmup: float) -> dic
     measure_from, stop_at = begin + warmup, begin + warmup + seconds
 
     def work(slot: int) -> None:
+        time.sleep(slot * stagger)
         sock, buffer = _connect(port), bytearray()
         while (now := time.perf_counter()) < stop_at:
             with lock:
@@ -116,8 +119,10 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--stagger", type=float, default=0.05, help="seconds between opening connections")
     args = parser.parse_args()
-    print(json.dumps(drive(args.port, args.key, args.conns, args.seconds, args.warmup)), flush=True)
+    result = drive(args.port, args.key, args.conns, args.seconds, args.warmup, args.stagger)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

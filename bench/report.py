@@ -57,7 +57,17 @@ def _accept(data: dict[str, Any]) -> str:
     text = f"Server: {data['server']}; load: {data['connections']} keep-alive connections "
     text += f"for {data['seconds']} s per run, after a warm-up; {data.get('runs', 3)} runs, "
     text += "gateway and baseline alternating.\n\n"
-    return text + table(["database", "app", "requests/s", "p50 ms", "p99 ms", "gateway / baseline"], rows)
+    text += table(["database", "app", "requests/s", "p50 ms", "p99 ms", "gateway / baseline"], rows)
+    spread = [
+        f"{db} {app}: "
+        + ", ".join("+".join(map(str, c)) if c else "?" for c in row[app]["connections_per_worker"])
+        for db, row in data["databases"].items()
+        for app in ("gateway", "baseline")
+        if row[app].get("connections_per_worker")
+    ]
+    if spread:
+        text += "\nConnections held by each gunicorn worker, run by run: " + "; ".join(spread) + ".\n"
+    return text
 
 
 def _email(data: dict[str, Any]) -> str:
