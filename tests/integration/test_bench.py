@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,25 @@ def test_every_case_has_results_and_no_errors(quick_run: tuple[dict[str, Any], P
     assert set(results["cases"]["sms"]["latencies"]) == {"0ms", "50ms"}
     assert results["cases"]["reaction"]["fallback_ms"]["count"] > 0
     assert results["cases"]["backlog"]["databases"]["sqlite"]["1000"]["peak_rss_mb"]["median"] > 0
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="the accept case reads connections with ss (iproute2)")
+def test_the_accept_case_records_each_worker_s_share_of_the_connections(
+    quick_run: tuple[dict[str, Any], Path],
+) -> None:
+    results, out = quick_run
+    accept = results["cases"]["accept"]
+    for row in accept["databases"].values():
+        for app in ("gateway", "baseline"):
+            shares = row[app]["connections_per_worker"]
+            assert len(shares) == len(row[app]["rps"]["runs"]), shares
+            for share in shares:  # one count per gunicorn worker holding a connection, fewest first
+                assert share and len(share) <= 2 and share == sorted(share), share
+                assert 0 < sum(share) <= accept["connections"], share
+    assert (
+        "Connections held by each gunicorn worker, run by run: sqlite gateway: "
+        in (out / "bench.md").read_text()
+    )
 
 
 def test_every_figure_is_a_median_with_its_spread(quick_run: tuple[dict[str, Any], Path]) -> None:
