@@ -26,6 +26,8 @@ from typing import Any
 from sqlalchemy import (
     DateTime,
     Engine,
+    Insert,
+    Table,
     TextClause,
     TypeDecorator,
     bindparam,
@@ -219,9 +221,15 @@ def insert_rows(
             connection.execute(statement, values)
             return
     for table, rows in filled:
-        connection.execute(table.insert(), rows)
+        connection.execute(_insert_into(table), rows)
     if notify:
         due_notice.notify_due(session)
+
+
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    """A table's INSERT, built once: one built per call cost its cache key each time (~15 µs)."""
+    return table.insert()
 
 
 Shape = tuple[tuple[str, tuple[str, ...]], ...]  # each table's name and the keys its rows give

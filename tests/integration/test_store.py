@@ -47,6 +47,32 @@ def attempt_row(message_id: str) -> dict[str, Any]:
     }
 
 
+def test_rows_of_one_table_giving_different_columns_call_after_call_are_each_written_as_given(
+    database_url: str,
+) -> None:
+    """The INSERT of a table is built once (SQLite): calls whose rows name other columns each write theirs."""
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    by_email = contact_row()
+    by_phone = {
+        "id": new_id("ct"),
+        "phone": "+14155550123",
+        "name": "Ada",
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    with store.transaction(engine) as session:
+        store.insert_rows(session, [(Contact, [by_email])])
+    with store.transaction(engine) as session:
+        store.insert_rows(session, [(Contact, [by_phone])])
+    with store.transaction(engine) as session:
+        first, second = session.get(Contact, by_email["id"]), session.get(Contact, by_phone["id"])
+        assert first is not None and second is not None
+        assert (first.email, first.phone, first.name) == (by_email["email"], None, None)
+        assert (second.email, second.phone, second.name) == (None, "+14155550123", "Ada")
+    engine.dispose()
+
+
 @pytest.mark.parametrize("per_table", [1, 3, 120])
 def test_rows_of_several_tables_are_written_in_order_with_their_defaults(
     database_url: str, per_table: int
