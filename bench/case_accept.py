@@ -18,6 +18,7 @@ from bench.stack import GUNICORN_THREADS, GUNICORN_WORKERS, GatewayStack, fresh_
 from bench.stats import figure, ratio
 
 CONNECTIONS = 8
+STAGGER = 0.05  # seconds between opening two of the load's connections
 
 
 def connections_per_worker(port: int) -> list[int] | None:
@@ -34,7 +35,7 @@ def connections_per_worker(port: int) -> list[int] | None:
 def load(ctx: Context, port: int, key: str) -> dict[str, Any]:
     sizes = ctx.sizes["accept"]
     argv = [PYTHON, "-m", "bench.loadgen", "--port", str(port), "--key", key, "--conns", str(CONNECTIONS)]
-    argv += ["--seconds", str(sizes["seconds"]), "--warmup", str(sizes["warmup"])]
+    argv += ["--seconds", str(sizes["seconds"]), "--warmup", str(sizes["warmup"]), "--stagger", str(STAGGER)]
     seen: list[list[int] | None] = []
     look = threading.Timer(
         sizes["warmup"] + sizes["seconds"] / 2, lambda: seen.append(connections_per_worker(port))
@@ -81,6 +82,7 @@ def run(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {
         "server": f"gunicorn, {GUNICORN_WORKERS} workers x {GUNICORN_THREADS} threads (gthread)",
         "connections": CONNECTIONS,
+        "stagger_s": STAGGER,
         "seconds": ctx.sizes["accept"]["seconds"],
         "runs": reps,
         "databases": {},

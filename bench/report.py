@@ -55,6 +55,8 @@ def _accept(data: dict[str, Any]) -> str:
                 [db, app, fmt_figure(r["rps"]), fmt_figure(r["p50_ms"], 1), fmt_figure(r["p99_ms"], 1), ratio]
             )
     text = f"Server: {data['server']}; load: {data['connections']} keep-alive connections "
+    if data.get("stagger_s"):
+        text += f"opened {data['stagger_s'] * 1000:.0f} ms apart, "
     text += f"for {data['seconds']} s per run, after a warm-up; {data.get('runs', 3)} runs, "
     text += "gateway and baseline alternating.\n\n"
     text += table(["database", "app", "requests/s", "p50 ms", "p99 ms", "gateway / baseline"], rows)
