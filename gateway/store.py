@@ -423,7 +423,7 @@ def lock_contact_addresses(session: Session, addresses: Sequence[str]) -> None:
     every writer anyway): of two transactions that would each make a contact for the same new address, the
     second waits for the first's commit, then finds its contact (a statement after the wait reads what was
     committed before it)."""
-    _advisory_locks(session, [a for a in addresses if a], f"{CONTACT_LOCKS}, ")
+    _advisory_locks(session, [a for a in addresses if a], CONTACT_LOCKS)
 
 
 def lock_provider_ids(session: Session, provider_message_ids: list[str]) -> None:
@@ -435,17 +435,18 @@ def lock_provider_ids(session: Session, provider_message_ids: list[str]) -> None
     _advisory_locks(session, provider_message_ids)
 
 
-def _advisory_locks(session: Session, names: Sequence[str], lock_class: str = "") -> None:
+def _advisory_locks(session: Session, names: Sequence[str], lock_class: int | None = None) -> None:
     """Transaction-scoped advisory locks on these names (PostgreSQL only), taken in key order so two
-    transactions never wait on each other in a ring; `lock_class` ("<n>, ") picks the two-key lock space."""
+    transactions never wait on each other in a ring; a `lock_class` picks a two-key lock space."""
     if names and is_postgres(session.get_bind()):  # type: ignore[arg-type]
         session.execute(_lock_statement(lock_class), {"names": list(names)})
 
 
 @functools.cache
-def _lock_statement(lock_class: str) -> TextClause:
+def _lock_statement(lock_class: int | None) -> TextClause:
     keys = "SELECT DISTINCT hashtext(n) AS key FROM unnest(CAST(:names AS text[])) AS n ORDER BY key"
-    return text(f"SELECT pg_advisory_xact_lock({lock_class}key) FROM ({keys}) AS keys")
+    lock = "key" if lock_class is None else f"{int(lock_class)}, key"
+    return text(f"SELECT pg_advisory_xact_lock({lock}) FROM ({keys}) AS keys")
 
 
 def release_claims(session: Session, worker: str) -> None:
