@@ -1,6 +1,7 @@
 """Case 2, email dispatch end to end: N messages accepted through the batch API, then delivered into the
 SMTP sink; measured from the first accept to the last message at the sink. Peers send the same messages
-into the same sink: smtplib on one shared connection, notifme-sdk (Node), Apprise (tuned, and defaults)."""
+into the same sink: smtplib on one shared connection, notifme-sdk (Node), Apprise (tuned, and defaults).
+Beside each rate: the CPU time a message of the sender's own processes and of the sink's."""
 
 from __future__ import annotations
 
@@ -46,28 +47,46 @@ def gateway_run(ctx: Context, db: str, n: int, tag: str, mode: str = "serve") ->
             if mode == "split":
                 stack.worker()
             api = Api(stack.port, stack.key)
+            cpu = stack.cpu_seconds(), ctx.sims.cpu_seconds()
             start = time.time()
             submit(api, email_bodies(f"gw{tag}-", n))
             accepted = time.time()
             seen = ctx.sims.wait_smtp(n, timeout=60 + n / 20)
+            used = stack.cpu_seconds() - cpu[0], ctx.sims.cpu_seconds() - cpu[1]
             api.close()
     return {
         "rate": rate(n, start, seen["last"]),
         "accept_s": accepted - start,
         "total_s": seen["last"] - start,
+        "cpu_ms": cpu_ms(n, *used),
     }
 
 
 def peer_run(ctx: Context, peer: str, n: int, tag: str) -> dict[str, Any]:
     ctx.sims.reset()
     port = str(ctx.sims.smtp_port)
+    sink = ctx.sims.cpu_seconds()
     if peer == "notifme":
         result = notifme.run(port, n, f"nm{tag}-")
     else:
         argv = [PYTHON, "-m", "bench.peers", peer, "--port", port, "--n", str(n), "--prefix", f"{peer}{tag}-"]
         result = run_json(argv, clean_env(), timeout=120 + n * 6)
     seen = ctx.sims.wait_smtp(n, timeout=30)
-    return {"rate": rate(n, result["start"], seen["last"]), "total_s": seen["last"] - result["start"]}
+    return {
+        "rate": rate(n, result["start"], seen["last"]),
+        "total_s": seen["last"] - result["start"],
+        "cpu_ms": cpu_ms(n, result["cpu_s"], ctx.sims.cpu_seconds() - sink),
+    }
+
+
+def cpu_ms(n: int, own: float, simulator: float) -> dict[str, float]:
+    """CPU milliseconds a message: of the sender's own processes, and of the simulators' process."""
+    return {"own": own * 1000 / n, "simulator": simulator * 1000 / n}
+
+
+def cpu_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CPU a message of each run, summarised as figures."""
+    return {part: figure([r["cpu_ms"][part] for r in runs], "ms") for part in ("own", "simulator")}
 
 
 # Two deployments of the gateway: the embedded one and the scale-out one.
@@ -107,4 +126,5 @@ def run(ctx: Context) -> dict[str, Any]:
         "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
         "accept_s": {g: figure([r["accept_s"] for r in runs[g]], "s") for g in gateways},
         "ratios": {g: {p: ratio(rates[g], rates[p]) for p in peers} for g in gateways},
+        "cpu_ms_per_message": {name: cpu_figures(rs) for name, rs in runs.items() if rs},
     }

@@ -1,14 +1,16 @@
 """Case 3, SMS dispatch through the Twilio simulator, with 0 ms and 50 ms of simulated provider latency:
 the gateway (N messages accepted through the batch API, sent by its dispatcher) versus the official
 `twilio` SDK in a sequential loop. Both are measured from their first request to the simulator's answer
-to the last send (the last request's arrival plus the latency)."""
+to the last send (the last request's arrival plus the latency). Beside each rate: the CPU time a message of
+the sender's own processes and of the simulators' process (which answers the sends and, for the gateway,
+posts the status callbacks), read from /proc and, for the loop, by the loop itself."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from bench.case_email import submit, variants
+from bench.case_email import cpu_figures, cpu_ms, submit, variants
 from bench.context import Context
 from bench.procs import PYTHON, Api, clean_env, run_json
 from bench.stack import GatewayStack, fresh_database, running
@@ -37,13 +39,20 @@ def gateway_run(ctx: Context, db: str, n: int, latency: float, mode: str = "serv
             if mode == "split":
                 stack.worker()
             api = Api(stack.port, stack.key)
+            cpu = stack.cpu_seconds(), ctx.sims.cpu_seconds()
             start = time.time()
             submit(api, bodies)
             accepted = time.time()
             seen = ctx.sims.wait_twilio(n, timeout=60 + n / 10, key="ok")
+            used = stack.cpu_seconds() - cpu[0], ctx.sims.cpu_seconds() - cpu[1]
             api.close()
     end = seen["last_ok"] + latency
-    return {"rate": rate(n, start, end), "accept_s": accepted - start, "total_s": end - start}
+    return {
+        "rate": rate(n, start, end),
+        "accept_s": accepted - start,
+        "total_s": end - start,
+        "cpu_ms": cpu_ms(n, *used),
+    }
 
 
 def sdk_run(ctx: Context, n: int, latency: float) -> dict[str, Any]:
@@ -52,10 +61,18 @@ def sdk_run(ctx: Context, n: int, latency: float) -> dict[str, Any]:
     set_latency(ctx, phones, latency)
     argv = [PYTHON, "-m", "bench.peers", "twilio", "--port", str(ctx.sims.twilio_port), "--n", str(n)]
     argv += ["--sid", ctx.sims.account_sid, "--token", ctx.sims.auth_token, "--numbers", ",".join(phones)]
+    simulator = ctx.sims.cpu_seconds()
     result = run_json(argv, clean_env(), timeout=120 + n * (latency + 0.05) * 2)
     seen = ctx.sims.wait_twilio(n, timeout=30, key="ok")
     end = seen["last_ok"] + latency
-    return {"rate": rate(n, result["start"], end), "total_s": end - result["start"]}
+    return {
+        "rate": rate(n, result["start"], end),
+        "total_s": end - result["start"],
+        "cpu_ms": {
+            "own": result["cpu_s"] * 1000 / n,
+            "simulator": (ctx.sims.cpu_seconds() - simulator) * 1000 / n,
+        },
+    }
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -65,16 +82,18 @@ def run(ctx: Context) -> dict[str, Any]:
     for latency in sizes["latencies"]:
         ms = f"{latency * 1000:.0f}ms"
         n_gw, n_sdk = sizes["n"], sizes["sdk_n"][ms]
-        rates: dict[str, list[float]] = {**{g: [] for g in gateways}, "twilio-sdk": []}
+        runs: dict[str, list[dict[str, Any]]] = {**{g: [] for g in gateways}, "twilio-sdk": []}
         for rep in range(ctx.reps):
             for name, (db, mode) in gateways.items():
                 ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: {name} N={n_gw}")
-                rates[name].append(gateway_run(ctx, db, n_gw, latency, mode)["rate"])
+                runs[name].append(gateway_run(ctx, db, n_gw, latency, mode))
             ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: twilio SDK loop N={n_sdk}")
-            rates["twilio-sdk"].append(sdk_run(ctx, n_sdk, latency)["rate"])
+            runs["twilio-sdk"].append(sdk_run(ctx, n_sdk, latency))
+        rates = {name: [r["rate"] for r in done] for name, done in runs.items()}
         out["latencies"][ms] = {
             "n": {**{g: n_gw for g in gateways}, "twilio-sdk": n_sdk},
             "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
             "ratios": {g: ratio(rates[g], rates["twilio-sdk"]) for g in gateways},
+            "cpu_ms_per_message": {name: cpu_figures(done) for name, done in runs.items()},
         }
     return out

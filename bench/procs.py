@@ -1,4 +1,4 @@
-"""Processes on loopback: free ports, subprocesses that are ready when a probe says so, peak memory."""
+"""Processes on loopback: free ports, subprocesses that are ready when a probe says so, peak memory, CPU."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,29 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU time (user + system) these processes and their live descendants (gunicorn's workers) have
+    used so far, read from /proc; 0 where /proc is missing or a process is gone."""
+    ticks, parent = {}, {}
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        pid = int(entry.name)
+        parent[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+    wanted, found = set(pids), 0
+    for pid in ticks:
+        ancestor = pid
+        while ancestor > 1 and ancestor not in wanted:
+            ancestor = parent.get(ancestor, 0)
+        if ancestor in wanted:
+            found += ticks[pid]
+    return found / os.sysconf("SC_CLK_TCK")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

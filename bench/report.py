@@ -83,7 +83,19 @@ def _email(data: dict[str, Any]) -> str:
         ]
         rows.append([label(name), f"{data['n'][name]:,}", fmt_figure(fig), *ratios])
     skipped = "".join(f"\n{k} was skipped: {v}.\n" for k, v in (data.get("skipped") or {}).items())
-    return table(header, rows) + skipped
+    return table(header, rows) + skipped + _cpu(data.get("cpu_ms_per_message"), "the SMTP sink")
+
+
+def _cpu(figures: dict[str, Any] | None, simulator: str) -> str:
+    """CPU milliseconds a message, of the sender's own processes and of the simulators' process."""
+    if not figures:
+        return ""
+    rows = [
+        [label(name), fmt_figure(parts["own"], 2), fmt_figure(parts["simulator"], 2)]
+        for name, parts in figures.items()
+    ]
+    text = "\nCPU time a message, in ms (from the first request until the last message arrived):\n\n"
+    return text + table(["who", "its own processes", f"{simulator} (simulators' process)"], rows)
 
 
 def _sms(data: dict[str, Any]) -> str:
@@ -96,6 +108,7 @@ def _sms(data: dict[str, Any]) -> str:
             rows.append([label(name), f"{row['n'][name]:,}", fmt_figure(fig), ratio])
         out.append(f"**{ms} simulated provider latency**\n\n")
         out.append(table(["who", "N", "messages/s", "gateway / SDK loop"], rows))
+        out.append(_cpu(row.get("cpu_ms_per_message"), "the Twilio simulator"))
         del gateways
     return "\n".join(out)
 

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.procs import PYTHON, Proc, clean_env, free_port, http_ok, spawn
+from bench.procs import PYTHON, Proc, clean_env, cpu_seconds, free_port, http_ok, spawn
 
 
 class Records:
@@ -193,6 +193,10 @@ class Sims:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {seen[key]} of {count} arrived within {timeout:.0f}s")
             time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the simulators' process has used so far (answering sends, posting callbacks)."""
+        return cpu_seconds([self.proc.pid])
 
     def stop(self) -> None:
         self.proc.stop()

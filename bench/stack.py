@@ -119,6 +119,10 @@ class GatewayStack:
         self.procs.append(proc)
         return proc
 
+    def cpu_seconds(self) -> float:
+        """CPU time the gateway's processes (gunicorn's workers included) have used so far."""
+        return procs.cpu_seconds(proc.pid for proc in self.procs)
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()

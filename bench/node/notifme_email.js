@@ -1,7 +1,7 @@
 // notifme-sdk email baseline for `python -m bench`: parallel sends over a pooled nodemailer transport,
 // with TCP_NODELAY set on every socket (nodemailer leaves Nagle on).
 // Usage: node notifme_email.js --port P --n N [--concurrency C] [--pool P] [--prefix p]
-// Prints one JSON line: {"start": seconds, "end": seconds, "sent": n}.
+// Prints one JSON line: {"start": seconds, "end": seconds, "sent": n, "cpu_s": CPU seconds of the sends}.
 'use strict';
 
 const net = require('net');
@@ -54,10 +54,12 @@ async function main() {
     }
   }
   const start = Date.now() / 1000;
+  const cpu = process.cpuUsage();
   await Promise.all(Array.from({ length: concurrency }, worker));
+  const used = process.cpuUsage(cpu);
   const end = Date.now() / 1000;
   if (failures.length) console.error(JSON.stringify(failures.slice(0, 3)));
-  console.log(JSON.stringify({ start, end, sent }));
+  console.log(JSON.stringify({ start, end, sent, cpu_s: (used.user + used.system) / 1e6 }));
   process.exit(0);
 }
 

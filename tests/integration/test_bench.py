@@ -95,6 +95,57 @@ def test_the_accept_case_records_each_worker_s_share_of_the_connections(
     )
 
 
+def test_the_dispatch_cases_record_the_cpu_a_message_of_every_sender_and_of_the_simulators(
+    quick_run: tuple[dict[str, Any], Path],
+) -> None:
+    results, out = quick_run
+    email, sms = results["cases"]["email"], results["cases"]["sms"]
+    tables = [email["cpu_ms_per_message"]] + [row["cpu_ms_per_message"] for row in sms["latencies"].values()]
+    assert set(email["cpu_ms_per_message"]) == set(email["rates"])
+    for row in sms["latencies"].values():
+        assert set(row["cpu_ms_per_message"]) == set(row["rates"])
+    for cpu in tables:
+        for who, parts in cpu.items():
+            assert len(parts["own"]["runs"]) == len(parts["simulator"]["runs"]) > 0, who
+            # Every sender used the CPU to send, and every message passed through the simulators' process.
+            assert parts["own"]["median"] > 0 and parts["simulator"]["median"] > 0, (who, parts)
+    report = (out / "bench.md").read_text()
+    assert report.count("CPU time a message, in ms") == 1 + len(sms["latencies"])
+    assert "| gateway serve, SQLite | " in report.split("CPU time a message, in ms")[1]
+
+
+SPIN = """
+import time
+end = time.process_time() + 0.5
+while time.process_time() < end:
+    pass
+time.sleep(30)
+"""
+WAIT = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', sys.argv[1]])\n"
+READ = """
+import os, signal, subprocess, sys, time
+from bench.procs import cpu_seconds
+waiter = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], start_new_session=True)
+deadline, charged = time.monotonic() + 20, 0.0
+while charged < 0.45 and time.monotonic() < deadline:
+    time.sleep(0.2)
+    charged = cpu_seconds([waiter.pid])
+print(charged, cpu_seconds([]))
+os.killpg(waiter.pid, signal.SIGKILL)
+"""
+
+
+def test_cpu_seconds_counts_a_process_and_its_descendants() -> None:
+    """`bench.procs.cpu_seconds` (run as the bench runs it, from the project root): a process that only
+    waits on its child is charged the child's 0.5 s of spinning; no process, no CPU."""
+    argv = [sys.executable, "-c", READ, WAIT, SPIN]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    charged, nobody = map(float, done.stdout.split())
+    assert 0.45 <= charged < 2.0, charged
+    assert nobody == 0.0
+
+
 def test_every_figure_is_a_median_with_its_spread(quick_run: tuple[dict[str, Any], Path]) -> None:
     results, _ = quick_run
     found = figures(results["cases"])
