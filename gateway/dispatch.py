@@ -366,7 +366,7 @@ class Dispatcher:
                 contact_of = {m.id: m.contact_id for m in messages}
                 pairs = {(contact_of[a.message_id], a.channel) for a in attempts.values()}
                 store.load_channel_states(session, pairs)
-            jobs, held_back = [], False
+            jobs, held_back, progress = [], False, self.gw.progress
             for message in messages:
                 attempt = attempts.get(message.current_attempt_id or "")
                 if attempt is not None and attempt.channel in quota:
@@ -374,7 +374,7 @@ class Dispatcher:
                         message.claimed_until, message.claimed_by, held_back = None, None, True
                         continue
                     quota[attempt.channel] -= 1
-                job = self.gw.progress.take_due(session, message)
+                job = progress.take_due(session, message)
                 if job is not None:
                     attempt = session.get(Attempt, job.attempt_id)
                     if attempt is not None:
@@ -406,7 +406,7 @@ class Dispatcher:
             early = store.early_status_ids(
                 session, sent + [a.provider_message_id or "" for a in attempts.values()]
             )
-            now = self.gw.clock()
+            now, progress = self.gw.clock(), self.gw.progress
             for outcome in outcomes:
                 message, attempt = messages.get(outcome.job.message_id), attempts.get(outcome.job.attempt_id)
                 if message is None or attempt is None:
@@ -417,7 +417,7 @@ class Dispatcher:
                 metrics.attempt_recorded(
                     session, message, attempt, outcome.job, outcome.result, outcome.seconds, now
                 )
-                self.gw.progress.finish_send(session, message, attempt, outcome.result)
+                progress.finish_send(session, message, attempt, outcome.result)
                 if attempt.provider_message_id in early:
                     apply_early_statuses(self.gw, session, message, attempt)
             now = self.gw.clock()
