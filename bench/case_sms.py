@@ -68,10 +68,7 @@ def sdk_run(ctx: Context, n: int, latency: float) -> dict[str, Any]:
     return {
         "rate": rate(n, result["start"], end),
         "total_s": end - result["start"],
-        "cpu_ms": {
-            "own": result["cpu_s"] * 1000 / n,
-            "simulator": (ctx.sims.cpu_seconds() - simulator) * 1000 / n,
-        },
+        "cpu_ms": cpu_ms(n, result["cpu_s"], ctx.sims.cpu_seconds() - simulator),
     }
 
 
