@@ -8,6 +8,7 @@ posts the status callbacks), read from /proc and, for the loop, by the loop itse
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.case_email import cpu_figures, cpu_ms, submit, variants
@@ -28,7 +29,15 @@ def set_latency(ctx: Context, phones: list[str], latency: float) -> None:
     ctx.sims.behaviours({p: {"kind": "deliver", "latency": latency} for p in phones})
 
 
-def gateway_run(ctx: Context, db: str, n: int, latency: float, mode: str = "serve") -> dict[str, Any]:
+def gateway_run(
+    ctx: Context,
+    db: str,
+    n: int,
+    latency: float,
+    mode: str = "serve",
+    watch: Callable[[GatewayStack], Callable[[], None]] | None = None,
+) -> dict[str, Any]:
+    """One run on a fresh database; `watch` sees the started stack and returns what to call at the end."""
     ctx.sims.reset()
     phones = numbers(n)
     set_latency(ctx, phones, latency)
@@ -39,6 +48,7 @@ def gateway_run(ctx: Context, db: str, n: int, latency: float, mode: str = "serv
             if mode == "split":
                 stack.worker()
             api = Api(stack.port, stack.key)
+            watcher = watch(stack) if watch else None
             cpu = stack.cpu_seconds(), ctx.sims.cpu_seconds()
             start = time.time()
             submit(api, bodies)
@@ -46,6 +56,8 @@ def gateway_run(ctx: Context, db: str, n: int, latency: float, mode: str = "serv
             seen = ctx.sims.wait_twilio(n, timeout=60 + n / 10, key="ok")
             used = stack.cpu_seconds() - cpu[0], ctx.sims.cpu_seconds() - cpu[1]
             api.close()
+            if watcher is not None:
+                watcher()
     end = seen["last_ok"] + latency
     return {
         "rate": rate(n, start, end),

@@ -1,5 +1,6 @@
 """Where the gateway spends its time: py-spy samples a `gateway worker` draining a queued backlog of
-emails, then of SMS, and gunicorn's workers accepting messages (SQLite), outside the timed runs.
+emails, then of SMS, `gateway serve` taking SMS end to end (accepts, sends, status callbacks; with each
+thread's share), and gunicorn's workers accepting messages (SQLite), outside the timed runs.
 `python -m bench --profile` adds the summaries to the results and flame graphs to docs/benchmarks/.
 
 Shares are of samples of the thread holding the GIL (py-spy --gil), that is of the time a process ran Python:
@@ -15,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench import case_sms
 from bench.case_backlog import drain_run
 from bench.context import Context
 from bench.procs import PYTHON, clean_env, run_json
@@ -38,9 +40,11 @@ def available() -> str | None:
 
 
 def summarise(raw: Path, top: int = 15) -> dict[str, Any]:
-    """Top functions by self and by total share of the collapsed stacks py-spy wrote."""
+    """Top functions by self and by total share of the collapsed stacks py-spy wrote; with `--threads`,
+    each thread's share too (threads of one pool counted together)."""
     self_counts: Counter[str] = Counter()
     total_counts: Counter[str] = Counter()
+    thread_counts: Counter[str] = Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -48,7 +52,11 @@ def summarise(raw: Path, top: int = 15) -> dict[str, Any]:
             continue
         count = int(count_text)
         samples += count
-        frames = [f.split(" (", 1)[0] + _where(f) for f in stack.split(";")]
+        names = stack.split(";")
+        if names[0].startswith("thread ("):  # 'thread (0x7f…): waitress-3' under --threads
+            thread = names.pop(0).rpartition("): ")[2]
+            thread_counts[thread.rstrip("0123456789").rstrip("-_") or thread] += count
+        frames = [f.split(" (", 1)[0] + _where(f) for f in names]
         self_counts[frames[-1]] += count
         for frame in set(frames):
             total_counts[frame] += count
@@ -57,11 +65,16 @@ def summarise(raw: Path, top: int = 15) -> dict[str, Any]:
         rows = [(name, n) for name, n in counter.most_common() if keep(name)][:top]
         return [{"function": name, "share": round(n / samples, 4)} for name, n in rows]
 
-    return {
+    summary = {
         "samples": samples,
         "self": share(self_counts, lambda _: True),
         "total_gateway": share(total_counts, lambda name: "gateway/" in name or "fallbacks/" in name),
     }
+    if thread_counts:
+        summary["threads"] = [
+            {"thread": name, "share": round(n / samples, 4)} for name, n in thread_counts.most_common()
+        ]
+    return summary
 
 
 def _where(frame: str) -> str:
@@ -75,12 +88,12 @@ def _where(frame: str) -> str:
     return f" ({path})"
 
 
-def _record(pid: int, raw: Path, svg: Path, children: bool = False) -> Any:
+def _record(pid: int, raw: Path, svg: Path, children: bool = False, threads: bool = False) -> Any:
     """Start py-spy on `pid` (raw stacks and a flame graph); returns a function that stops it."""
     # --gil: only the thread holding the GIL is sampled, so a thread waiting (for a lock, the database, the
     # network) does not count as busy.
     argv = [str(_pyspy()), "record", "--pid", str(pid), "--rate", str(RATE), "--gil"]
-    argv += ["--subprocesses"] * children
+    argv += ["--subprocesses"] * children + ["--threads"] * threads
     spies = [
         subprocess.Popen([*argv, "--format", "raw", "-o", str(raw)], stdout=subprocess.DEVNULL),
         subprocess.Popen([*argv, "--format", "flamegraph", "-o", str(svg)], stdout=subprocess.DEVNULL),
@@ -95,8 +108,8 @@ def _record(pid: int, raw: Path, svg: Path, children: bool = False) -> Any:
     return detach
 
 
-def _finish(summary: dict[str, Any], svg: Path, outdir: Path) -> dict[str, Any]:
-    summary["flamegraph"] = str(svg.relative_to(outdir.parent.parent)) if svg.exists() else None
+def _finish(summary: dict[str, Any], svg: Path) -> dict[str, Any]:
+    summary["flamegraph"] = svg.name if svg.exists() else None  # beside the report's charts
     return summary
 
 
@@ -107,7 +120,7 @@ def profile_drain(ctx: Context, channel: str, n: int, outdir: Path) -> dict[str,
     summary = summarise(raw)
     summary["rate_under_profiler"] = result["rate"]
     summary["what"] = f"one gateway worker draining {n:,} queued {channel} messages (SQLite)"
-    return _finish(summary, svg, outdir)
+    return _finish(summary, svg)
 
 
 def profile_accept(ctx: Context, seconds: float, outdir: Path) -> dict[str, Any]:
@@ -122,12 +135,29 @@ def profile_accept(ctx: Context, seconds: float, outdir: Path) -> dict[str, Any]
     summary = summarise(raw)
     summary["rate_under_profiler"] = result["rps"]
     summary["what"] = "gunicorn wsgi:app (both workers) accepting POST /v1/messages (SQLite)"
-    return _finish(summary, svg, outdir)
+    return _finish(summary, svg)
+
+
+def profile_serve_sms(ctx: Context, n: int, outdir: Path) -> dict[str, Any]:
+    """`gateway serve` as in the SMS case at 0 ms latency, where its target is missed: accepting, sending
+    and taking the status callbacks of n SMS in one process."""
+    raw, svg = ctx.workdir / "profile-serve-sms.txt", outdir / "profile-serve-sms.svg"
+    ctx.log(f"profile: gateway serve taking {n:,} SMS end to end under py-spy")
+
+    def watch(stack: GatewayStack) -> Any:
+        return _record(stack.procs[0].pid, raw, svg, threads=True)
+
+    result = case_sms.gateway_run(ctx, "sqlite", n, 0.0, watch=watch)
+    summary = summarise(raw)
+    summary["rate_under_profiler"] = result["rate"]
+    summary["what"] = f"gateway serve taking {n:,} SMS end to end at 0 ms latency (SQLite), by thread too"
+    return _finish(summary, svg)
 
 
 def run(ctx: Context, outdir: Path) -> dict[str, Any]:
     outdir.mkdir(parents=True, exist_ok=True)
     n = ctx.sizes["profile"]["n"]
     out = {channel: profile_drain(ctx, channel, n, outdir) for channel in ("email", "sms")}
+    out["serve-sms"] = profile_serve_sms(ctx, n, outdir)
     out["accept"] = profile_accept(ctx, ctx.sizes["profile"].get("accept_seconds", 8), outdir)
     return out

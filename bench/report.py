@@ -156,11 +156,14 @@ def _backlog(data: dict[str, Any]) -> str:
     return table(head, rows)
 
 
-def _profile(data: dict[str, Any]) -> str:
+def _profile(data: dict[str, Any], folder: str) -> str:
+    """The profiles' tables; their flame graphs lie in `folder`, beside the report, with the charts."""
+    if "error" in data:
+        return f"The profile failed: `{data['error']}`\n"
     out = []
     for channel, summary in data.items():
         graph = Path(summary["flamegraph"]).name if summary.get("flamegraph") else None
-        link = f"; flame graph: [{graph}](benchmarks/{graph})" if graph else ""
+        link = f"; flame graph: [{graph}]({folder}/{graph})" if graph else ""
         out.append(
             f"**{channel}**, {summary.get('what', '')}: {summary['samples']:,} samples; rate under the "
             f"profiler {summary['rate_under_profiler']:.0f}/s{link}.\n"
@@ -169,6 +172,9 @@ def _profile(data: dict[str, Any]) -> str:
         out.append(table(["innermost frame (self)", "share of samples"], rows))
         rows = [[f"`{r['function']}`", f"{r['share']:.1%}"] for r in summary["total_gateway"][:10]]
         out.append(table(["gateway function (anywhere on the stack)", "share of samples"], rows))
+        if summary.get("threads"):
+            rows = [[f"`{r['thread']}`", f"{r['share']:.1%}"] for r in summary["threads"]]
+            out.append(table(["thread (a pool's threads together)", "share of samples"], rows))
     return "\n".join(out)
 
 
@@ -223,7 +229,7 @@ def render(results: dict[str, Any], charts: dict[str, Path], doc: Path, methods:
         if key in charts:
             parts.append(f"![{key}]({charts[key].relative_to(doc.parent).as_posix()})\n")
     if results.get("profile"):
-        parts += ["## Where the gateway spends its time\n", _profile(results["profile"])]
+        parts += ["## Where the gateway spends its time\n", _profile(results["profile"], doc.stem)]
     if NOTES.exists():
         parts.append(NOTES.read_text())
     return "\n".join(parts)

@@ -146,6 +146,63 @@ def test_cpu_seconds_counts_a_process_and_its_descendants() -> None:
     assert nobody == 0.0
 
 
+RAW_STACKS = """\
+thread (0x7f01): dispatcher-db_0;_finish_batch (/main/gateway/dispatch.py:400);flush (/site-packages/o.py:9) 6
+thread (0x7f02): waitress-1;receive (/w/main/gateway/api/provider_hooks.py:30) 2
+thread (0x7f03): waitress-7;send_batch (/w/main/gateway/api/messages.py:50) 1
+thread (0x7f04): dispatcher;_send (/w/main/gateway/dispatch.py:290) 1
+"""
+SUMMARISE = """
+import json, sys
+from pathlib import Path
+from bench.profile import summarise
+print(json.dumps(summarise(Path(sys.argv[1]))))
+"""
+
+
+def test_a_profile_taken_by_thread_shares_the_samples_between_threads_and_pools(tmp_path: Path) -> None:
+    """`bench.profile.summarise` of py-spy's raw stacks taken with --threads: one share a thread, the
+    threads of a pool (waitress-1, waitress-7) together, and the functions without the thread frame."""
+    raw = tmp_path / "raw.txt"
+    raw.write_text(RAW_STACKS)
+    done = subprocess.run(
+        [sys.executable, "-c", SUMMARISE, str(raw)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["samples"] == 10
+    assert summary["threads"] == [
+        {"thread": "dispatcher-db", "share": 0.6},
+        {"thread": "waitress", "share": 0.3},
+        {"thread": "dispatcher", "share": 0.1},
+    ]
+    assert summary["self"][0] == {"function": "flush (o.py)", "share": 0.6}
+    assert {"function": "_finish_batch (gateway/dispatch.py)", "share": 0.6} in summary["total_gateway"]
+    assert not any(r["function"].startswith("thread") for r in summary["self"] + summary["total_gateway"])
+
+
+@pytest.mark.skipif(shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None, reason="no py-spy")
+def test_the_profile_samples_every_deployment_and_splits_gateway_serve_by_thread(tmp_path: Path) -> None:
+    """`python -m bench --quick --cases none --profile`: the worker draining email and SMS, `gateway serve`
+    taking SMS end to end (with each thread's share) and gunicorn accepting, each summarised with its flame
+    graph beside the report."""
+    argv = [sys.executable, "-m", "bench", "--quick", "--cases", "none", "--profile"]
+    argv += ["--out", str(tmp_path / "quick.json"), "--docs", str(tmp_path / "bench.md")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-6000:]
+    profile = json.loads((tmp_path / "quick.json").read_text())["profile"]
+    assert set(profile) == {"email", "sms", "serve-sms", "accept"}
+    for name, summary in profile.items():
+        assert summary["samples"] > 0 and summary["rate_under_profiler"] > 0, name
+        assert (tmp_path / "bench" / summary["flamegraph"]).stat().st_size > 1000, name
+    threads = {row["thread"]: row["share"] for row in profile["serve-sms"]["threads"]}
+    assert {"dispatcher", "dispatcher-db", "waitress"} <= set(threads), threads
+    assert 0.99 <= sum(threads.values()) <= 1.01
+    report = (tmp_path / "bench.md").read_text()
+    assert "](bench/profile-serve-sms.svg)" in report and "| `dispatcher-db` | " in report
+
+
 def test_every_figure_is_a_median_with_its_spread(quick_run: tuple[dict[str, Any], Path]) -> None:
     results, _ = quick_run
     found = figures(results["cases"])
