@@ -1,7 +1,8 @@
 """Where the gateway spends its time: py-spy samples a `gateway worker` draining a queued backlog of
 emails, then of SMS, `gateway serve` taking SMS end to end (accepts, sends, status callbacks; with each
 thread's share), and gunicorn's workers accepting messages (SQLite), outside the timed runs.
-`python -m bench --profile` adds the summaries to the results and flame graphs to docs/benchmarks/.
+`python -m bench --profile` adds the summaries to the results and flame graphs beside the report's charts
+(docs/benchmarks/ for the default report).
 
 Shares are of samples of the thread holding the GIL (py-spy --gil), that is of the time a process ran Python:
 `self` counts the innermost frame only, `total` every sample with the function anywhere on the stack.
