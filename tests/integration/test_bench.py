@@ -107,8 +107,12 @@ def test_the_dispatch_cases_record_the_cpu_a_message_of_every_sender_and_of_the_
     for cpu in tables:
         for who, parts in cpu.items():
             assert len(parts["own"]["runs"]) == len(parts["simulator"]["runs"]) > 0, who
-            # Every sender used the CPU to send, and every message passed through the simulators' process.
-            assert parts["own"]["median"] > 0 and parts["simulator"]["median"] > 0, (who, parts)
+            # Every sender used the CPU to send; the simulators' process is read in 10 ms clock ticks, which
+            # ten SDK sends at 50 ms may not reach.
+            assert parts["own"]["median"] > 0 and parts["simulator"]["median"] >= 0, (who, parts)
+    # The gateway's runs put every message, and its status callbacks, through the simulators' process.
+    for cpu in (email["cpu_ms_per_message"], sms["latencies"]["0ms"]["cpu_ms_per_message"]):
+        assert cpu["gateway-sqlite-serve"]["simulator"]["median"] > 0, cpu
     report = (out / "bench.md").read_text()
     assert report.count("CPU time a message, in ms") == 1 + len(sms["latencies"])
     assert "| gateway serve, SQLite | " in report.split("CPU time a message, in ms")[1]
