@@ -101,7 +101,6 @@ def _cpu(figures: dict[str, Any] | None, simulator: str) -> str:
 def _sms(data: dict[str, Any]) -> str:
     out = []
     for ms, row in data["latencies"].items():
-        gateways = list(row["ratios"])
         rows = []
         for name, fig in row["rates"].items():
             ratio = fmt_figure(row["ratios"][name], 2) + "×" if name in row["ratios"] else ""
@@ -109,7 +108,6 @@ def _sms(data: dict[str, Any]) -> str:
         out.append(f"**{ms} simulated provider latency**\n\n")
         out.append(table(["who", "N", "messages/s", "gateway / SDK loop"], rows))
         out.append(_cpu(row.get("cpu_ms_per_message"), "the Twilio simulator"))
-        del gateways
     return "\n".join(out)
 
 
