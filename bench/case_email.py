@@ -6,6 +6,7 @@ Beside each rate: the CPU time a message of the sender's own processes and of th
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench import notifme
@@ -38,11 +39,14 @@ def submit(api: Api, bodies: list[dict[str, Any]]) -> None:
             raise RuntimeError(f"batch refused: {status} {errors[:1] or answer}")
 
 
-def gateway_run(ctx: Context, db: str, n: int, tag: str, mode: str = "serve") -> dict[str, Any]:
-    """One end-to-end run on a fresh database; `mode` is `serve` or `split` (gunicorn + worker)."""
+def gateway_run(
+    ctx: Context, db: str, n: int, tag: str, mode: str = "serve", settings: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One end-to-end run on a fresh database; `mode` is `serve` or `split` (gunicorn + worker), `settings`
+    the deployment's own GATEWAY_* variables."""
     ctx.sims.reset()
     with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
-        stack = GatewayStack(url, ctx.sims, ctx.workdir)
+        stack = GatewayStack(url, ctx.sims, ctx.workdir, dict(settings or {}))
         with running(stack.serve() if mode == "serve" else stack.api_only()):
             if mode == "split":
                 stack.worker()
@@ -89,17 +93,32 @@ def cpu_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {part: figure([r["cpu_ms"][part] for r in runs], "ms") for part in ("own", "simulator")}
 
 
-# Two deployments of the gateway: the embedded one and the scale-out one.
+@dataclass(frozen=True)
+class Variant:
+    """A deployment of the gateway: its database, `serve` or `split`, and settings beyond the bench's own."""
+
+    db: str
+    mode: str
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"database": self.db, "mode": self.mode, "settings": self.settings}
+
+
+# The deployments: the embedded one with the default settings and with more sends in flight (the default,
+# 64, stays under providers' concurrency limits such as Twilio's; more in flight means bigger batches of
+# claims and records, so less work a message), and the scale-out one.
 VARIANTS = {
-    "gateway-sqlite-serve": ("sqlite", "serve"),
-    "gateway-postgres-split": ("postgres", "split"),
+    "gateway-sqlite-serve": Variant("sqlite", "serve"),
+    "gateway-sqlite-serve-512": Variant("sqlite", "serve", {"GATEWAY_DISPATCH_CONCURRENCY": "512"}),
+    "gateway-postgres-split": Variant("postgres", "split"),
 }
 
 
-def variants(ctx: Context) -> dict[str, tuple[str, str]]:
+def variants(ctx: Context) -> dict[str, Variant]:
     """The deployments this run measures: those the sizes name, on databases it has."""
     wanted = ctx.sizes.get("gateways", list(VARIANTS))
-    return {name: v for name, v in VARIANTS.items() if name in wanted and v[0] in ctx.databases}
+    return {name: v for name, v in VARIANTS.items() if name in wanted and v.db in ctx.databases}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -111,9 +130,9 @@ def run(ctx: Context) -> dict[str, Any]:
     gateways = variants(ctx)
     runs: dict[str, list[dict[str, Any]]] = {**{g: [] for g in gateways}, **{p: [] for p in peers}}
     for rep in range(ctx.reps):
-        for name, (db, mode) in gateways.items():
+        for name, v in gateways.items():
             ctx.log(f"email rep {rep + 1}/{ctx.reps}: {name}, N={sizes['n']}")
-            runs[name].append(gateway_run(ctx, db, sizes["n"], f"{rep}", mode))
+            runs[name].append(gateway_run(ctx, v.db, sizes["n"], f"{rep}", v.mode, v.settings))
         for peer, n in peers.items():
             if peer == "apprise" and rep >= sizes["apprise_reps"]:
                 continue
@@ -122,6 +141,7 @@ def run(ctx: Context) -> dict[str, Any]:
     rates = {name: [r["rate"] for r in rs] for name, rs in runs.items()}
     return {
         "n": {**{g: sizes["n"] for g in gateways}, **peers},
+        "deployments": {g: v.describe() for g, v in gateways.items()},
         "skipped": {"notifme": notifme.available()} if "notifme" not in peers else {},
         "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
         "accept_s": {g: figure([r["accept_s"] for r in runs[g]], "s") for g in gateways},

@@ -36,14 +36,16 @@ def gateway_run(
     latency: float,
     mode: str = "serve",
     watch: Callable[[GatewayStack], Callable[[], None]] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One run on a fresh database; `watch` sees the started stack and returns what to call at the end."""
+    """One run on a fresh database; `watch` sees the started stack and returns what to call at the end,
+    `settings` are the deployment's own GATEWAY_* variables."""
     ctx.sims.reset()
     phones = numbers(n)
     set_latency(ctx, phones, latency)
     bodies = [{"to": {"phone": p}, "content": {"text": TEXT.format(i=i)}} for i, p in enumerate(phones)]
     with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
-        stack = GatewayStack(url, ctx.sims, ctx.workdir)
+        stack = GatewayStack(url, ctx.sims, ctx.workdir, dict(settings or {}))
         with running(stack.serve() if mode == "serve" else stack.api_only()):
             if mode == "split":
                 stack.worker()
@@ -87,15 +89,15 @@ def sdk_run(ctx: Context, n: int, latency: float) -> dict[str, Any]:
 def run(ctx: Context) -> dict[str, Any]:
     sizes = ctx.sizes["sms"]
     gateways = variants(ctx)
-    out: dict[str, Any] = {"latencies": {}}
+    out: dict[str, Any] = {"latencies": {}, "deployments": {g: v.describe() for g, v in gateways.items()}}
     for latency in sizes["latencies"]:
         ms = f"{latency * 1000:.0f}ms"
         n_gw, n_sdk = sizes["n"], sizes["sdk_n"][ms]
         runs: dict[str, list[dict[str, Any]]] = {**{g: [] for g in gateways}, "twilio-sdk": []}
         for rep in range(ctx.reps):
-            for name, (db, mode) in gateways.items():
+            for name, v in gateways.items():
                 ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: {name} N={n_gw}")
-                runs[name].append(gateway_run(ctx, db, n_gw, latency, mode))
+                runs[name].append(gateway_run(ctx, v.db, n_gw, latency, v.mode, settings=v.settings))
             ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: twilio SDK loop N={n_sdk}")
             runs["twilio-sdk"].append(sdk_run(ctx, n_sdk, latency))
         rates = {name: [r["rate"] for r in done] for name, done in runs.items()}

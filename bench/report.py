@@ -72,6 +72,16 @@ def _accept(data: dict[str, Any]) -> str:
     return text
 
 
+def _deployments(data: dict[str, Any]) -> str:
+    """Which settings each gateway deployment ran with beyond the bench's own (old results name none)."""
+    described = data.get("deployments") or {}
+    parts = [
+        f"{label(name)}: " + (", ".join(f"`{k}={v}`" for k, v in d["settings"].items()) or "default settings")
+        for name, d in described.items()
+    ]
+    return "Gateway deployments: " + "; ".join(parts) + ".\n\n" if parts else ""
+
+
 def _email(data: dict[str, Any]) -> str:
     gateways = list(data["ratios"])
     header = ["who", "N", "messages/s"] + [f"{label(g)} ÷ this row" for g in gateways]
@@ -83,7 +93,8 @@ def _email(data: dict[str, Any]) -> str:
         ]
         rows.append([label(name), f"{data['n'][name]:,}", fmt_figure(fig), *ratios])
     skipped = "".join(f"\n{k} was skipped: {v}.\n" for k, v in (data.get("skipped") or {}).items())
-    return table(header, rows) + skipped + _cpu(data.get("cpu_ms_per_message"), "the SMTP sink")
+    cpu = _cpu(data.get("cpu_ms_per_message"), "the SMTP sink")
+    return _deployments(data) + table(header, rows) + skipped + cpu
 
 
 def _cpu(figures: dict[str, Any] | None, simulator: str) -> str:
@@ -99,7 +110,7 @@ def _cpu(figures: dict[str, Any] | None, simulator: str) -> str:
 
 
 def _sms(data: dict[str, Any]) -> str:
-    out = []
+    out = [_deployments(data)] if data.get("deployments") else []
     for ms, row in data["latencies"].items():
         rows = []
         for name, fig in row["rates"].items():

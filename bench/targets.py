@@ -8,6 +8,7 @@ from typing import Any
 ISSUE_NOTIFME_BEST = 410.0
 GATEWAY_LABELS = {
     "gateway-sqlite-serve": "gateway serve, SQLite",
+    "gateway-sqlite-serve-512": "gateway serve, SQLite, 512 sends in flight",
     "gateway-postgres-split": "gunicorn + gateway worker, PostgreSQL",
 }
 

@@ -118,6 +118,35 @@ def test_the_dispatch_cases_record_the_cpu_a_message_of_every_sender_and_of_the_
     assert "| gateway serve, SQLite | " in report.split("CPU time a message, in ms")[1]
 
 
+def test_the_embedded_gateway_is_measured_with_default_settings_and_with_more_sends_in_flight(
+    quick_run: tuple[dict[str, Any], Path],
+) -> None:
+    results, out = quick_run
+    email, sms = results["cases"]["email"], results["cases"]["sms"]
+    wide = {"database": "sqlite", "mode": "serve", "settings": {"GATEWAY_DISPATCH_CONCURRENCY": "512"}}
+    for case in (email, sms):
+        assert case["deployments"]["gateway-sqlite-serve"] == {
+            "database": "sqlite",
+            "mode": "serve",
+            "settings": {},
+        }
+        assert case["deployments"]["gateway-sqlite-serve-512"] == wide
+    assert email["rates"]["gateway-sqlite-serve-512"]["median"] > 0
+    assert email["ratios"]["gateway-sqlite-serve-512"]["smtplib"]["median"] > 0
+    for row in sms["latencies"].values():
+        assert row["ratios"]["gateway-sqlite-serve-512"]["median"] > 0
+    report = (out / "bench.md").read_text()
+    line = (
+        "Gateway deployments: gateway serve, SQLite: default settings; gateway serve, SQLite, 512 sends in "
+        "flight: `GATEWAY_DISPATCH_CONCURRENCY=512`."
+    )
+    assert report.count(line) == 2  # under the email and the SMS section's heading
+    # The targets name the deployment that did best.
+    labels = {"gateway serve, SQLite", "gateway serve, SQLite, 512 sends in flight"}
+    sms_targets = [t for t in results["targets"] if t["case"] == "sms"]
+    assert sms_targets and all(t["how"] in labels for t in sms_targets), sms_targets
+
+
 SPIN = """
 import time
 end = time.process_time() + 0.5
