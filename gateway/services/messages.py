@@ -20,7 +20,7 @@ from gateway.notify import notify_due
 from gateway.routing import ContactFacts, Plan, RouteRequest, Rule, StateFacts, plan_route
 from gateway.schemas import SendRequest
 from gateway.services.contacts import lock_addresses, resolve_contact
-from gateway.services.recipients import resolve_simple, routing_facts
+from gateway.services.recipients import Addresses, resolve_simple, routing_facts, simple_addresses
 from gateway.services.rules import planning_rules
 from gateway.timeutil import add_seconds, format_duration, parse_rfc3339, rfc3339
 
@@ -180,9 +180,10 @@ def accept_batch(
     results: list[dict[str, Any] | ProblemError] = []
     for start in range(0, len(bodies), BATCH_TRANSACTION):
         chunk = bodies[start : start + BATCH_TRANSACTION]
+        requests = [(api_key_id, b) for b in chunk if not isinstance(b, ProblemError)]
+        addresses = _addresses(gw, requests)
         with store.transaction(gw.engine) as session:
-            requests = [(api_key_id, b) for b in chunk if not isinstance(b, ProblemError)]
-            outcomes = iter(_write_requests(session, gw, requests))
+            outcomes = iter(_write_requests(session, gw, requests, addresses))
             done = [b if isinstance(b, ProblemError) else next(outcomes) for b in chunk]
             written = _accepted(done)
         results += [d if isinstance(d, ProblemError) else d[1] for d in done]
@@ -262,8 +263,9 @@ def _write_together(gw: Gateway, items: Sequence[Request]) -> list[Written | Exc
     """Accept single-message requests that arrived together (`gw.accepts`) in one transaction, each with
     its own answer; should that transaction fail, each is tried alone, so a failure is only its own."""
     try:
+        addresses = _addresses(gw, items)
         with store.transaction(gw.engine) as session:
-            written = _write_requests(session, gw, items)
+            written = _write_requests(session, gw, items, addresses)
     except Exception:
         if len(items) == 1:
             raise
@@ -278,11 +280,20 @@ def _alone(gw: Gateway, item: Request) -> Written | Exception:
         return exc
 
 
-def _write_requests(session: Session, gw: Gateway, items: Sequence[Request]) -> list[Written | ProblemError]:
+def _addresses(gw: Gateway, items: Sequence[Request]) -> Addresses | None:
+    """The recipients' normalised addresses for `_write_simple`, worked out before the transaction."""
+    if not items or any(body.in_reply_to for _, body in items):
+        return None
+    return simple_addresses(gw, [body.to for _, body in items])
+
+
+def _write_requests(
+    session: Session, gw: Gateway, items: Sequence[Request], addresses: Addresses | None = None
+) -> list[Written | ProblemError]:
     """Write requests in the caller's transaction: all through `_write_simple` when it takes them all, else
     each through the general path in its own savepoint (so a refusal is that request's alone). Workers are
-    notified at the commit when a message is due now."""
-    written = _write_simple(session, gw, items)
+    notified at the commit when a message is due now. `addresses`: `_addresses(gw, items)`, when known."""
+    written = _write_simple(session, gw, items, addresses)
     if written is None:
         if len(items) > 1:  # each request locks its own new addresses: take them all first, in key order
             lock_addresses(session, gw, [body.to for _, body in items])
@@ -293,14 +304,14 @@ def _write_requests(session: Session, gw: Gateway, items: Sequence[Request]) -> 
 
 
 def _write_simple(
-    session: Session, gw: Gateway, items: Sequence[Request]
+    session: Session, gw: Gateway, items: Sequence[Request], addresses: Addresses | None = None
 ) -> list[Written | ProblemError] | None:
     """Accept requests whose recipients `resolve_simple` takes (and that answer no inbound message) with
     one lookup and one INSERT per table; None, having written nothing, when one of them needs the
     general path."""
     if not items or any(body.in_reply_to for _, body in items):
         return None
-    resolved = resolve_simple(session, gw, [body.to for _, body in items])
+    resolved = resolve_simple(session, gw, [body.to for _, body in items], addresses)
     if resolved is None:
         return None
     out: list[Written | ProblemError] = []

@@ -112,17 +112,33 @@ def _would_change(found: dict[str, Any], to: To, phone: str | None, email: str |
     )
 
 
-def resolve_simple(session: Session, gw: Gateway, tos: Sequence[To]) -> Resolved | None:
-    """The recipient of each `to` (or the 422 of its address), making the rows of new contacts; None when
-    one of them needs `resolve_contact`."""
+Addresses = list[tuple[Phone | None, str | None] | ProblemError]
+
+
+def simple_addresses(gw: Gateway, tos: Sequence[To]) -> Addresses | None:
+    """Each `to`'s normalised phone number and email address (or the 422 of the one that does not parse);
+    None when one of them needs `resolve_contact`. Pure: callers do it before their transaction, so parsing
+    phone numbers (a quarter of an accept's work) does not hold SQLite's one writer lock."""
     if not all(is_simple(to) for to in tos):
         return None
-    keys: list[tuple[Phone | None, str | None] | ProblemError] = []
+    keys: Addresses = []
     for to in tos:
         try:
             keys.append(normalize_to(gw, to))
         except ProblemError as problem:
             keys.append(problem)
+    return keys
+
+
+def resolve_simple(
+    session: Session, gw: Gateway, tos: Sequence[To], addresses: Addresses | None = None
+) -> Resolved | None:
+    """The recipient of each `to` (or the 422 of its address), making the rows of new contacts; None when
+    one of them needs `resolve_contact`. `addresses` are `simple_addresses(gw, tos)` when the caller has
+    them already."""
+    keys = addresses if addresses is not None else simple_addresses(gw, tos)
+    if keys is None:
+        return None
     phones = [k[0].phone for k in keys if not isinstance(k, ProblemError) and k[0] is not None]
     emails = [k[1] for k in keys if not isinstance(k, ProblemError) and k[1] is not None]
     by_phone: dict[str, dict[str, Any]] = {}

@@ -157,10 +157,10 @@ def test_when_a_shared_transaction_fails_each_request_is_written_alone(
 ) -> None:
     real = messages._write_requests
 
-    def fails_together(session: Any, gw: Any, items: Any) -> Any:
+    def fails_together(session: Any, gw: Any, items: Any, *rest: Any) -> Any:
         if len(items) > 1:
             raise RuntimeError("the shared transaction failed")
-        return real(session, gw, items)
+        return real(session, gw, items, *rest)
 
     monkeypatch.setattr(messages, "_write_requests", fails_together)
     bodies = [{"to": {"email": "kim@example.test"}}, {"to": {"phone": "12"}}]
@@ -169,3 +169,27 @@ def test_when_a_shared_transaction_fails_each_request_is_written_alone(
     assert not isinstance(first, Exception) and first[1]["status"] == "queued"
     assert isinstance(second, ProblemError)
     assert contact(gateway, first[1]["contact_id"])["email"] == "kim@example.test"
+
+
+def test_phone_numbers_are_parsed_before_the_transaction_takes_the_writer_lock(
+    gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.services import contacts
+
+    lock = store._writer_lock(gateway.gw.engine)
+    if lock is None:
+        pytest.skip("PostgreSQL has no writer lock of the gateway's own")
+    held: list[bool] = []
+    real = contacts.normalize_phone
+
+    def watched(*args: Any) -> Any:
+        held.append(lock._lock._is_owned())  # type: ignore[attr-defined]
+        return real(*args)
+
+    monkeypatch.setattr(contacts, "normalize_phone", watched)
+    results = batch(gateway, {"phone": PHONE}, {"phone": "+14155550102"}, {"phone": "12"})
+    assert [r.get("status") for r in results[:2]] == ["queued", "queued"]
+    assert results[2]["error"]["errors"][0]["field"] == "messages.2.to.phone", results[2]
+    one = gateway.call("POST", "/v1/messages", {"to": {"phone": "+14155550103"}, "content": {"text": "hi"}})
+    assert one.status == 202, one
+    assert held == [False] * 4  # every number parsed once, none of them under the lock
