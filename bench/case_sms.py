@@ -57,6 +57,11 @@ def gateway_run(
             accepted = time.time()
             seen = ctx.sims.wait_twilio(n, timeout=60 + n / 10, key="ok")
             used = stack.cpu_seconds() - cpu[0], ctx.sims.cpu_seconds() - cpu[1]
+            # Then every message's two status callbacks (sent, delivered), applied: the rest of the work.
+            receipts = None
+            if ctx.sims.twilio()["receipts"] is not None:
+                receipts = ctx.sims.wait_twilio(2 * n, timeout=60 + n / 5, key="receipts")
+            used_all = stack.cpu_seconds() - cpu[0], ctx.sims.cpu_seconds() - cpu[1]
             api.close()
             if watcher is not None:
                 watcher()
@@ -66,6 +71,8 @@ def gateway_run(
         "accept_s": accepted - start,
         "total_s": end - start,
         "cpu_ms": cpu_ms(n, *used),
+        "receipts_s": receipts["last_receipt"] - start if receipts else None,
+        "cpu_ms_with_receipts": cpu_ms(n, *used_all) if receipts else None,
     }
 
 
@@ -101,10 +108,20 @@ def run(ctx: Context) -> dict[str, Any]:
             ctx.log(f"sms {ms} rep {rep + 1}/{ctx.reps}: twilio SDK loop N={n_sdk}")
             runs["twilio-sdk"].append(sdk_run(ctx, n_sdk, latency))
         rates = {name: [r["rate"] for r in done] for name, done in runs.items()}
+        with_receipts = {g: [r for r in runs[g] if r["receipts_s"] is not None] for g in gateways}
         out["latencies"][ms] = {
             "n": {**{g: n_gw for g in gateways}, "twilio-sdk": n_sdk},
             "rates": {name: figure(values, "msg/s") for name, values in rates.items()},
             "ratios": {g: ratio(rates[g], rates["twilio-sdk"]) for g in gateways},
             "cpu_ms_per_message": {name: cpu_figures(done) for name, done in runs.items()},
+            # When the last status callback was applied, and the CPU a message until then.
+            "receipts_s": {
+                g: figure([r["receipts_s"] for r in rs], "s") for g, rs in with_receipts.items() if rs
+            },
+            "cpu_ms_with_receipts": {
+                g: cpu_figures([{"cpu_ms": r["cpu_ms_with_receipts"]} for r in rs])
+                for g, rs in with_receipts.items()
+                if rs
+            },
         }
     return out

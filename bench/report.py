@@ -119,7 +119,30 @@ def _sms(data: dict[str, Any]) -> str:
         out.append(f"**{ms} simulated provider latency**\n\n")
         out.append(table(["who", "N", "messages/s", "gateway / SDK loop"], rows))
         out.append(_cpu(row.get("cpu_ms_per_message"), "the Twilio simulator"))
+        out.append(_receipts(row))
     return "\n".join(out)
+
+
+def _receipts(row: dict[str, Any]) -> str:
+    """When the gateway had applied its messages' status callbacks, and what a message cost until then."""
+    done, cpu = row.get("receipts_s") or {}, row.get("cpu_ms_with_receipts") or {}
+    if not done:
+        return ""
+    rows = [
+        [
+            label(name),
+            fmt_figure(fig, 2),
+            fmt_figure(cpu[name]["own"], 2) if name in cpu else "",
+            fmt_figure(cpu[name]["simulator"], 2) if name in cpu else "",
+        ]
+        for name, fig in done.items()
+    ]
+    text = (
+        "\nThe status callbacks (sent, then delivered) of the gateway's messages, which go on after its last "
+    )
+    text += "send; the time is from the first accept:\n\n"
+    head = ["who", "last callback applied, s", "CPU a message until then, ms", "the Twilio simulator, ms"]
+    return text + table(head, rows)
 
 
 def _reaction(data: dict[str, Any]) -> str:

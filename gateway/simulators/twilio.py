@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
 import hashlib
 import hmac
 import http.client
@@ -122,8 +121,10 @@ class TwilioSimulator:
         auth_token: str = DEFAULT_AUTH_TOKEN,
         callback_delay: float = 0.05,
         slow_latency: float = 2.0,
+        callback_workers: int = 3,
     ) -> None:
         self.host, self.port = host, port
+        self.callback_workers = callback_workers  # status callbacks posted at once
         self.account_sid, self.auth_token = account_sid, auth_token
         self.callback_delay, self.slow_latency = callback_delay, slow_latency
         self.messages: list[dict[str, Any]] = []
@@ -133,6 +134,10 @@ class TwilioSimulator:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._callbacks: OrderedPoster | None = None
+
+    def post_callback(self, url: str, params: dict[str, str]) -> bool:
+        """Post one signed status callback; whether the receiver took it (2xx)."""
+        return _post_callback(self.auth_token, url, params)
 
     @property
     def base_url(self) -> str:
@@ -149,7 +154,7 @@ class TwilioSimulator:
 
         self._server = _Server((self.host, self.port), Handler)
         self.port = self._server.server_address[1]
-        self._callbacks = OrderedPoster(functools.partial(_post_callback, self.auth_token))
+        self._callbacks = OrderedPoster(self.post_callback, workers=self.callback_workers)
         self._callbacks.start()
         # A short poll interval keeps stop() (and so test teardown) quick.
         serve = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)

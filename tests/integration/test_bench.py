@@ -141,6 +141,15 @@ def test_the_embedded_gateway_is_measured_with_default_settings_and_with_more_se
         "flight: `GATEWAY_DISPATCH_CONCURRENCY=512`."
     )
     assert report.count(line) == 2  # under the email and the SMS section's heading
+    # Every gateway run waited for its messages' status callbacks: when the last was applied, and what a
+    # message cost until then (more than until its last send).
+    for row in sms["latencies"].values():
+        assert set(row["receipts_s"]) == set(row["cpu_ms_with_receipts"]) == set(sms["deployments"])
+        for name, fig in row["receipts_s"].items():
+            assert len(fig["runs"]) == len(row["rates"][name]["runs"]) and fig["min"] > 0, (name, fig)
+            cpu, until_last_send = row["cpu_ms_with_receipts"][name], row["cpu_ms_per_message"][name]
+            assert cpu["own"]["median"] >= until_last_send["own"]["median"], (cpu, until_last_send)
+    assert report.count("| who | last callback applied, s | CPU a message until then, ms |") == 2
     # The targets name the deployment that did best.
     labels = {"gateway serve, SQLite", "gateway serve, SQLite, 512 sends in flight"}
     sms_targets = [t for t in results["targets"] if t["case"] == "sms"]
