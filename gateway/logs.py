@@ -22,7 +22,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -218,6 +218,37 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+class OncePer(logging.Filter):
+    """Lets one record through every `seconds`; the next one through says how many were left out meanwhile.
+
+    For a warning a busy server repeats on every request: waitress's "Task queue depth is N" comes each time
+    a request waits for a thread, and is written while waitress holds the lock its threads take their work
+    from (a saturated `gateway serve` wrote thousands a minute, each formatted and redacted).
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.seconds, self.clock = seconds, clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self.clock()
+        if now < self._next:
+            self._left_out += 1
+            return False
+        self._next = now + self.seconds
+        if self._left_out:
+            more = f"{self._left_out} more like it in the {self.seconds:g} s before"
+            record.msg = f"{record.getMessage()} ({more})"
+            record.args = None
+            self._left_out = 0
+        return True
+
+
+QUEUE_WARNING_EVERY = 10.0  # seconds between waitress's queue-depth warnings
+
+
 class _GatewayHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler `configure` installs (so configuring twice replaces it)."""
 
@@ -236,6 +267,10 @@ def configure(level: str, settings: Settings | None = None, stream: TextIO | Non
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "waitress.queue", "twilio", "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    queue = logging.getLogger("waitress.queue")
+    for old_filter in [f for f in queue.filters if isinstance(f, OncePer)]:
+        queue.removeFilter(old_filter)
+    queue.addFilter(OncePer(QUEUE_WARNING_EVERY))
     return handler
 
 

@@ -196,3 +196,27 @@ def test_configuring_twice_keeps_one_handler() -> None:
     finally:
         root.removeHandler(second)
         root.setLevel(level)
+
+
+def test_waitress_s_queue_warning_is_written_once_every_ten_seconds_with_a_count(
+    out: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.logs import OncePer
+
+    now = [1000.0]
+    queue = logging.getLogger("waitress.queue")
+    [once] = [f for f in queue.filters if isinstance(f, OncePer)]
+    monkeypatch.setattr(once, "clock", lambda: now[0])
+    for depth in range(1, 51):  # a saturated server: a warning a request, 50 in 5 s
+        queue.warning("Task queue depth is %d", depth)
+        now[0] += 0.1
+    now[0] += 5.0
+    queue.warning("Task queue depth is %d", 7)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["msg"] for line in lines] == [
+        "Task queue depth is 1",
+        "Task queue depth is 7 (49 more like it in the 10 s before)",
+    ]
+    # Configuring again keeps one such filter, not two.
+    logging.getLogger().removeHandler(configure("debug", None, io.StringIO()))
+    assert len([f for f in queue.filters if isinstance(f, OncePer)]) == 1
