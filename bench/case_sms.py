@@ -3,7 +3,9 @@ the gateway (N messages accepted through the batch API, sent by its dispatcher) 
 `twilio` SDK in a sequential loop. Both are measured from their first request to the simulator's answer
 to the last send (the last request's arrival plus the latency). Beside each rate: the CPU time a message of
 the sender's own processes and of the simulators' process (which answers the sends and, for the gateway,
-posts the status callbacks), read from /proc and, for the loop, by the loop itself."""
+posts the status callbacks), read from /proc and, for the loop, by the loop itself. Each gateway run then
+waits until its messages' status callbacks (two each) are applied: when the last one was, and the CPU a
+message until then, are in a table of their own."""
 
 from __future__ import annotations
 
