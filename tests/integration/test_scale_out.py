@@ -494,7 +494,10 @@ def test_three_workers_together_keep_the_sms_rate(
     assert codes == {w: 0 for w in worker_ids}, codes
     assert len(times) == PACED_COUNT
     print(f"pacing: first receive times (s after the first): {[round(t - times[0], 3) for t in times[:10]]}")
-    assert busiest <= PACED_RATE + 1  # +1: a window's two ends may both catch a slot boundary
+    # +1: a window's two ends may both catch a slot boundary; +1: a send may go up to one slot after its own
+    # (SharedPacer.wait takes a fresh slot only when woken later than that), so the first send of a window
+    # can arrive late and a later one on time. The slots themselves are at most PACED_RATE a second.
+    assert busiest <= PACED_RATE + 2
     assert took >= 2.5  # 60 sends at 20/s cannot take less than 2.95 s
     assert len([w for w in split if w in worker_ids]) >= 2, split  # the workers shared the channel
 
