@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import inspect
 from sqlmodel import Session, SQLModel, create_engine
 
-from gateway.models import Contact
+from gateway.models import ChannelState, Contact
 
 AT = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -47,10 +47,16 @@ def test_a_json_value_is_handed_to_sqlalchemy_which_writes_a_new_one() -> None:
         assert session.get(Contact, "ct_1").tags == ["vip", "new"]  # type: ignore[union-attr]
 
 
-def test_a_value_of_another_type_is_set_even_when_equal() -> None:
+def test_an_equal_value_of_another_type_is_still_set() -> None:
     engine = create_engine("sqlite://")
-    SQLModel.metadata.create_all(engine, tables=[Contact.__table__])  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(engine, tables=[ChannelState.__table__])  # type: ignore[attr-defined]
     with Session(engine) as session:
-        contact = _loaded(session)
-        contact.updated_at = AT.replace(tzinfo=None)  # naive: not equal to the aware value, so set
-        assert inspect(contact).modified
+        session.add(ChannelState(contact_id="ct_1", channel="sms", opted_out=False))
+        session.commit()
+        session.expunge_all()
+        state = session.get(ChannelState, ("ct_1", "sms"))
+        assert state is not None
+        state.opted_out = 0  # type: ignore[assignment]  # equal to False, but not a bool: handed over
+        assert type(state.opted_out) is int
+        state.opted_out = False
+        assert type(state.opted_out) is bool
