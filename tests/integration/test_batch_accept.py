@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +14,13 @@ from sqlalchemy import text
 
 from gateway import store
 from gateway.errors import ProblemError
-from gateway.local import LocalGateway
+from gateway.local import LocalGateway, simulator_settings
 from gateway.schemas import SendRequest, To
 from gateway.services import messages
 from gateway.services.recipients import Recipient, resolve_simple
+from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.telegram import TelegramSimulator
+from gateway.simulators.twilio import TwilioSimulator
 
 PHONE = "+14155550101"
 
@@ -172,24 +175,27 @@ def test_when_a_shared_transaction_fails_each_request_is_written_alone(
 
 
 def test_phone_numbers_are_parsed_before_the_transaction_takes_the_writer_lock(
-    gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, twilio: TwilioSimulator, smtp: SmtpSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On SQLite, whose one writer lock is the gateway's own (PostgreSQL has none to hold)."""
     from gateway.services import contacts
 
-    lock = store._writer_lock(gateway.gw.engine)
-    if lock is None:
-        pytest.skip("PostgreSQL has no writer lock of the gateway's own")
     held: list[bool] = []
     real = contacts.normalize_phone
+    settings = simulator_settings(twilio, smtp) | {"database_url": f"sqlite:///{tmp_path / 'gateway.db'}"}
+    with LocalGateway(settings, with_dispatcher=False) as gateway:
+        lock = store._writer_lock(gateway.gw.engine)
+        assert lock is not None
 
-    def watched(*args: Any) -> Any:
-        held.append(lock._lock._is_owned())  # type: ignore[attr-defined]
-        return real(*args)
+        def watched(*args: Any) -> Any:
+            held.append(lock._lock._is_owned())  # type: ignore[attr-defined]
+            return real(*args)
 
-    monkeypatch.setattr(contacts, "normalize_phone", watched)
-    results = batch(gateway, {"phone": PHONE}, {"phone": "+14155550102"}, {"phone": "12"})
-    assert [r.get("status") for r in results[:2]] == ["queued", "queued"]
-    assert results[2]["error"]["errors"][0]["field"] == "messages.2.to.phone", results[2]
-    one = gateway.call("POST", "/v1/messages", {"to": {"phone": "+14155550103"}, "content": {"text": "hi"}})
-    assert one.status == 202, one
+        monkeypatch.setattr(contacts, "normalize_phone", watched)
+        results = batch(gateway, {"phone": PHONE}, {"phone": "+14155550102"}, {"phone": "12"})
+        assert [r.get("status") for r in results[:2]] == ["queued", "queued"]
+        assert results[2]["error"]["errors"][0]["field"] == "messages.2.to.phone", results[2]
+        body = {"to": {"phone": "+14155550103"}, "content": {"text": "hi"}}
+        one = gateway.call("POST", "/v1/messages", body)
+        assert one.status == 202, one
     assert held == [False] * 4  # every number parsed once, none of them under the lock
