@@ -281,7 +281,9 @@ def _alone(gw: Gateway, item: Request) -> Written | Exception:
 
 
 def _addresses(gw: Gateway, items: Sequence[Request]) -> Addresses | None:
-    """The recipients' normalised addresses for `_write_simple`, worked out before the transaction."""
+    """The recipients' normalised addresses for `_write_simple` (callers work them out before their
+    transaction); None when a request needs the general path: it answers an inbound message, or
+    `simple_addresses` refuses a recipient."""
     if not items or any(body.in_reply_to for _, body in items):
         return None
     return simple_addresses(gw, [body.to for _, body in items])
@@ -308,8 +310,10 @@ def _write_simple(
 ) -> list[Written | ProblemError] | None:
     """Accept requests whose recipients `resolve_simple` takes (and that answer no inbound message) with
     one lookup and one INSERT per table; None, having written nothing, when one of them needs the
-    general path."""
-    if not items or any(body.in_reply_to for _, body in items):
+    general path. `addresses`: `_addresses(gw, items)`, worked out here when the caller has not."""
+    if addresses is None:
+        addresses = _addresses(gw, items)
+    if addresses is None:
         return None
     resolved = resolve_simple(session, gw, [body.to for _, body in items], addresses)
     if resolved is None:
