@@ -51,6 +51,11 @@ RECORD_BATCH = 200  # outcomes recorded in one transaction at most
 RECORD_WAIT = 0.005  # seconds an outcome may wait for others to share its transaction
 WAKE_GATHER = 0.002  # seconds a woken loop waits for more nudges before it claims
 PACED_AHEAD = 1.0  # a paced channel's claims reach this many seconds of its rate ahead, no further
+# A dispatcher holds up to this many times GATEWAY_DISPATCH_CONCURRENCY claimed (sending, waiting for a
+# call slot, waiting to be recorded), so it claims and records in batches several times larger than its
+# provider calls alone would allow; each transaction's fixed cost is then shared by more messages.
+CLAIM_AHEAD = 4
+CALL_MARGIN = 5.0  # seconds a provider call may overrun GATEWAY_PROVIDER_TIMEOUT before it is abandoned
 T = TypeVar("T")
 
 
@@ -84,6 +89,13 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._saturated = False  # every send slot was taken at the last round: wake when one frees
         self._busy: Counter[str] = Counter()  # sends under way (pacing included) by channel
+        self._calls: asyncio.Semaphore | None = None  # GATEWAY_DISPATCH_CONCURRENCY outbound calls at once
+        # A claim is used only if a call started now ends before its lease does (with a margin); a lease
+        # shorter than a call may last (a setting for tests) allows half of it.
+        s = gw.settings
+        call = max(s.provider_timeout + CALL_MARGIN, EVENT_TIMEOUT, s.bot_hook_timeout)
+        self._claim_fresh_for = max(s.dispatch_lease - call - CALL_MARGIN, s.dispatch_lease / 2)
+        self.abandoned = 0  # claims left to expire because they waited too long for a call slot
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="dispatcher-db")
         self._outcomes: WriteBehind[Outcome] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -134,6 +146,7 @@ class Dispatcher:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._calls = asyncio.Semaphore(self.gw.settings.dispatch_concurrency)
         for channel in self.channels.values():
             await channel.open()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=EVENT_TIMEOUT))
@@ -167,16 +180,17 @@ class Dispatcher:
     async def _round(self) -> None:
         assert self._wake is not None and self._outcomes is not None
         s = self.gw.settings
-        free = s.dispatch_concurrency - len(self._inflight) - self._outcomes.pending
+        free = s.dispatch_concurrency * CLAIM_AHEAD - len(self._inflight) - self._outcomes.pending
         timeout: float | None = IDLE_WAIT
         if free > 0:
             wanted = min(free, s.dispatch_batch)
             jobs, deliveries, timeout = await self._db(self._claim_round, wanted, free, self._paced_quota())
+            claimed = clock.monotonic()
             for job in jobs:
                 self._busy[job.channel] += 1
-                self._spawn(self._process(job))
+                self._spawn(self._process(job, claimed))
             for delivery_id in deliveries:
-                self._spawn(self._deliver(delivery_id))
+                self._spawn(self._deliver(delivery_id, claimed))
             if timeout is None:
                 await asyncio.sleep(0)  # a full batch: there may be more, claim again once the sends started
                 return
@@ -230,17 +244,36 @@ class Dispatcher:
         if self._http is not None:
             await self._http.close()
 
-    async def _process(self, job: SendJob) -> None:
+    async def _call_slot(self, claimed: float, what: str) -> bool:
+        """Take one of the GATEWAY_DISPATCH_CONCURRENCY call slots, or, when the claim (taken at `claimed`)
+        could run out during the call, take none and leave the claim to expire: another round, here or in
+        any worker, takes the work again then (the same as after a kill, and nothing was sent twice).
+        After `stop()` no slot is given: what waits for one is given back instead."""
+        assert self._calls is not None
+        await self._calls.acquire()
+        if self._stopping:  # no new calls: stop() gives the claim back
+            self._calls.release()
+            return False
+        if clock.monotonic() - claimed <= self._claim_fresh_for:
+            return True
+        self._calls.release()
+        self.abandoned += 1
+        metrics.claim_abandoned()
+        log.warning("%s waited too long for a call slot; its claim will expire and be retaken", what)
+        return False
+
+    async def _process(self, job: SendJob, claimed: float) -> None:
         assert self._outcomes is not None
         started = clock.monotonic()
         try:
-            result = await self._send(job)
+            result = await self._send(job, claimed)
         except Exception:
             log.exception("dispatcher failed on %s; its claim will expire and be retaken", job.message_id)
             return
         finally:
             self._busy[job.channel] -= 1
-        self._outcomes.add(Outcome(job, result, clock.monotonic() - started))
+        if result is not None:
+            self._outcomes.add(Outcome(job, result, clock.monotonic() - started))
 
     async def _record(self, batch: list[Outcome]) -> None:
         """Record outcomes in one transaction; should that fail, one by one, so one bad row costs one."""
@@ -263,7 +296,8 @@ class Dispatcher:
             self._wake.set()
         self._slot_freed()
 
-    async def _send(self, job: SendJob) -> SendResult | ChannelError:
+    async def _send(self, job: SendJob, claimed: float) -> SendResult | ChannelError | None:
+        """The provider's answer, or None when the claim grew too old to send (see `_call_slot`)."""
         channel = self.channels.get(job.channel)
         if channel is None:
             return ChannelError(ErrorKind.REJECTED, f"channel {job.channel} is not enabled here")
@@ -271,11 +305,14 @@ class Dispatcher:
         if refused is not None:
             return refused  # the provider is failing: do not call it (fall back now, or wait)
         await self.pacers[job.channel].wait()
+        if not await self._call_slot(claimed, f"message {job.message_id}"):
+            return None
+        assert self._calls is not None
         started = clock.monotonic()
         result: SendResult | ChannelError
         try:
             # asyncio.timeout, not wait_for: no task of its own for every send
-            async with asyncio.timeout(self.gw.settings.provider_timeout + 5):
+            async with asyncio.timeout(self.gw.settings.provider_timeout + CALL_MARGIN):
                 result = await channel.send(outgoing_for(channel, job, self.gw))
         except ChannelError as exc:
             result = exc
@@ -284,12 +321,15 @@ class Dispatcher:
         except Exception as exc:  # an adapter bug must not stop the dispatcher
             log.exception("adapter %s raised an unclassified error", job.channel)
             result = ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
+        finally:
+            self._calls.release()
         metrics.provider_call(job.channel, clock.monotonic() - started)
         self.breakers.record(job.channel, result)
         return result
 
-    async def _deliver(self, delivery_id: str) -> None:
+    async def _deliver(self, delivery_id: str, claimed: float) -> None:
         """POST one event to a business system; any non-2xx answer or error is retried later."""
+        assert self._calls is not None
         try:
             loaded = await asyncio.to_thread(self._load_delivery, delivery_id)
             if loaded is None:
@@ -303,6 +343,8 @@ class Dispatcher:
             assert self._http is not None
             # A bot hook (gateway/bot_hooks.py) has a shorter time to answer, and its answer is read.
             timeout = bot_hooks.timeout(self.gw) if respond else self._http.timeout
+            if not await self._call_slot(claimed, f"event delivery {delivery_id}"):
+                return
             try:
                 async with self._http.post(url, data=body, headers=headers, timeout=timeout) as response:
                     if not 200 <= response.status < 300:
@@ -311,6 +353,8 @@ class Dispatcher:
                         answer = await bot_hooks.read_answer(response)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._calls.release()
             more = await asyncio.to_thread(self._record_delivery, delivery_id, error, answer)
         except Exception:
             log.exception("event delivery %s failed; its claim will expire and be retaken", delivery_id)

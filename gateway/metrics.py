@@ -109,6 +109,10 @@ BREAKER_STATE = Gauge(
 BREAKER_OPENINGS = Counter(
     "gateway_breaker_openings", "Times a channel's circuit breaker opened", ["channel"]
 )
+CLAIMS_ABANDONED = Counter(
+    "gateway_claims_abandoned",
+    "Claims left to expire unsent because they waited for a call slot until their lease could run out",
+)
 
 
 def multiprocess() -> bool:
@@ -246,6 +250,11 @@ def attempt_recorded(
 def provider_call(channel: str, seconds: float) -> None:
     """One call to a provider took `seconds` (measured around the adapter's `send`)."""
     PROVIDER_CALL.labels(channel).observe(seconds)
+
+
+def claim_abandoned() -> None:
+    """A claim waited for a call slot too long to be used (gateway.dispatch `_call_slot`)."""
+    CLAIMS_ABANDONED.inc()
 
 
 def decision(session: Session, message: Message, attempt: Attempt, decided: Decision) -> None:

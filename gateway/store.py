@@ -450,9 +450,8 @@ def _lock_statement(lock_class: int | None) -> TextClause:
 
 
 def release_claims(session: Session, worker: str) -> None:
-    """Give back every claim of a worker that is shutting down."""
-    session.execute(
-        update(models.Message)
-        .where(col(models.Message.claimed_by) == worker)
-        .values(claimed_until=None, claimed_by=None)
-    )
+    """Give back every claim (messages, event deliveries) of a worker that is shutting down."""
+    for table in (models.Message, models.EventDelivery):
+        session.execute(
+            update(table).where(col(table.claimed_by) == worker).values(claimed_until=None, claimed_by=None)
+        )

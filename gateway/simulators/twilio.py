@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -19,6 +20,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -132,6 +134,8 @@ class TwilioSimulator:
         self._attempts: Counter[str] = Counter()
         self._failures: Counter[str] = Counter()  # failures served since the behaviour was set
         self._lock = threading.Lock()
+        self.in_flight = 0  # send requests being answered now
+        self.peak_in_flight = 0  # the most there were at once
         self._server: ThreadingHTTPServer | None = None
         self._callbacks: OrderedPoster | None = None
 
@@ -194,6 +198,18 @@ class TwilioSimulator:
             self._failures.clear()
         if self._callbacks is not None:
             self._callbacks.clear()
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a send request in flight while it is answered."""
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def sends_to(self, number: str) -> int:
         """Count authenticated send requests to `number`, including those answered with an error."""
@@ -318,15 +334,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, invalid)
             return
         behaviour = self.sim.plan(form["To"])
-        time.sleep(behaviour.latency)
-        if behaviour.kind == "error" and behaviour.code not in ASYNC_CODES:
-            code = behaviour.code or 0
-            # Codes 500-599 stand for a Twilio outage answered with that HTTP status.
-            status = SYNC_CODES.get(code, code if 500 <= code < 600 else 400)
-            self._json(status, error_body(code, f"Simulated error {code}", status))
-            return
-        message = self.sim.accept(form, media)
-        self._json(201, message)
+        with self.sim.answering():
+            time.sleep(behaviour.latency)
+            if behaviour.kind == "error" and behaviour.code not in ASYNC_CODES:
+                code = behaviour.code or 0
+                # Codes 500-599 stand for a Twilio outage answered with that HTTP status.
+                status = SYNC_CODES.get(code, code if 500 <= code < 600 else 400)
+                self._json(status, error_body(code, f"Simulated error {code}", status))
+                return
+            message = self.sim.accept(form, media)
+            self._json(201, message)
         self.sim.report(message, form, behaviour)
 
     def _set_behaviours(self, body: bytes) -> None:

@@ -1,0 +1,118 @@
+"""GATEWAY_DISPATCH_CONCURRENCY bounds provider calls, not claims: a dispatcher claims a few times more ahead
+(so it claims and records in bigger batches), and a claim that waited for a call slot until its lease could
+run out during the call is not used: it expires and is sent once, later.
+
+The dispatcher's logic does not depend on the database, so these run on SQLite alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gateway import metrics
+from gateway.dispatch import CLAIM_AHEAD
+from gateway.local import LocalGateway, simulator_settings
+from gateway.simulators.smtp import SmtpSimulator
+from gateway.simulators.twilio import Behaviour, TwilioSimulator
+from tests.conftest import FAST, status_is, wait_for
+
+
+@pytest.fixture
+def start(tmp_path: Path, twilio: TwilioSimulator, smtp: SmtpSimulator) -> Iterator[Any]:
+    started: list[LocalGateway] = []
+
+    def run(**overrides: Any) -> LocalGateway:
+        url = f"sqlite:///{tmp_path / 'slots.db'}"
+        local = LocalGateway(simulator_settings(twilio, smtp) | {"database_url": url} | FAST | overrides)
+        started.append(local.start())
+        return local
+
+    yield run
+    for local in started:
+        local.stop()
+
+
+def send(local: LocalGateway, numbers: list[str]) -> list[str]:
+    body = {"messages": [{"to": {"phone": n}, "content": {"text": "slots"}} for n in numbers]}
+    answer = local.call("POST", "/v1/messages/batch", body)
+    assert answer.status == 202, answer
+    return [result["id"] for result in answer.body["results"]]
+
+
+def claimed(local: LocalGateway) -> int:
+    with local.gw.engine.connect() as connection:
+        found: int = connection.execute(
+            text("SELECT count(*) FROM message WHERE claimed_by IS NOT NULL")
+        ).scalar_one()
+        return found
+
+
+def test_provider_calls_stay_within_the_limit_while_more_are_claimed_ahead(
+    start: Any, twilio: TwilioSimulator
+) -> None:
+    limit = 4
+    numbers = [f"+1415555{3000 + i:04d}" for i in range(6 * limit)]
+    for number in numbers:
+        twilio.set_behaviour(number, Behaviour("deliver", latency=0.15))
+    local = start(dispatch_concurrency=str(limit))
+    most_claimed, done = 0, threading.Event()
+
+    def watch() -> None:
+        nonlocal most_claimed
+        while not done.is_set():
+            most_claimed = max(most_claimed, claimed(local))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        ids = send(local, numbers)
+        for message_id in ids:
+            wait_for(local, message_id, status_is("delivered"), timeout=20)
+    finally:
+        done.set()
+        watcher.join()
+    assert twilio.peak_in_flight == limit  # the limit was reached and never passed
+    assert limit < most_claimed <= CLAIM_AHEAD * limit
+    assert all(twilio.sends_to(n) == 1 for n in numbers)
+
+
+def test_a_claim_that_waited_too_long_for_a_slot_expires_and_is_sent_once(
+    start: Any, twilio: TwilioSimulator
+) -> None:
+    # One call at a time, 0.6 s each, and a 2 s lease, of which a claim may spend 1 s waiting for its call
+    # slot: the third and fourth sends would start 1.2 s after their claim, so they wait for it to expire.
+    numbers = [f"+1415555{3100 + i}" for i in range(4)]
+    for number in numbers:
+        twilio.set_behaviour(number, Behaviour("deliver", latency=0.6))
+    local = start(dispatch_concurrency="1", dispatch_lease="2s")
+    counted = metrics.CLAIMS_ABANDONED._value.get()  # process-wide: earlier tests may have counted some
+    ids = send(local, numbers)
+    for message_id in ids:
+        wait_for(local, message_id, status_is("delivered"), timeout=20)
+    assert local.dispatcher is not None and local.dispatcher.abandoned >= 1
+    assert metrics.CLAIMS_ABANDONED._value.get() == counted + local.dispatcher.abandoned
+    assert [twilio.sends_to(n) for n in numbers] == [1, 1, 1, 1]  # nothing was sent twice
+    assert twilio.peak_in_flight == 1
+
+
+def test_claims_waiting_for_a_slot_at_stop_are_given_back_unsent(start: Any, twilio: TwilioSimulator) -> None:
+    numbers = [f"+1415555{3200 + i}" for i in range(3)]
+    for number in numbers:
+        twilio.set_behaviour(number, Behaviour("deliver", latency=1.0))
+    local = start(dispatch_concurrency="1")
+    send(local, numbers)
+    deadline = time.monotonic() + 10
+    while twilio.in_flight == 0:
+        assert time.monotonic() < deadline, "the first send never started"
+        time.sleep(0.01)
+    assert claimed(local) == 3
+    local.stop()  # waits for the send under way; the two behind it never start
+    assert sum(twilio.sends_to(n) for n in numbers) == 1
+    assert claimed(local) == 0  # given back at once, not left to expire
