@@ -51,10 +51,9 @@ RECORD_BATCH = 200  # outcomes recorded in one transaction at most
 RECORD_WAIT = 0.005  # seconds an outcome may wait for others to share its transaction
 WAKE_GATHER = 0.002  # seconds a woken loop waits for more nudges before it claims
 PACED_AHEAD = 1.0  # a paced channel's claims reach this many seconds of its rate ahead, no further
-# GATEWAY_DISPATCH_CONCURRENCY bounds a dispatcher's sends that are under way or made and not yet recorded
-# (what a crash could send twice). It holds up to CLAIM_AHEAD times that many claimed (the rest waiting
-# for a call slot), so it claims in batches several times larger than its sends alone would allow; each
-# transaction's fixed cost is then shared by more messages.
+# A dispatcher holds up to this many times GATEWAY_DISPATCH_CONCURRENCY claimed (sending, waiting for a
+# call slot, waiting to be recorded), so it claims and records in batches several times larger than its
+# provider calls alone would allow; each transaction's fixed cost is then shared by more messages.
 CLAIM_AHEAD = 4
 CALL_MARGIN = 5.0  # seconds a provider call may overrun GATEWAY_PROVIDER_TIMEOUT before it is abandoned
 T = TypeVar("T")
@@ -67,7 +66,6 @@ class Outcome:
     job: SendJob
     result: SendResult | ChannelError
     seconds: float
-    holds_slot: bool  # the provider was called: its call slot is freed once this is recorded
 
 
 class Dispatcher:
@@ -91,7 +89,7 @@ class Dispatcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._saturated = False  # every send slot was taken at the last round: wake when one frees
         self._busy: Counter[str] = Counter()  # sends under way (pacing included) by channel
-        self._calls: asyncio.Semaphore | None = None  # the call slots (see CLAIM_AHEAD)
+        self._calls: asyncio.Semaphore | None = None  # GATEWAY_DISPATCH_CONCURRENCY outbound calls at once
         # A claim is used only if a call started now ends before its lease does (with a margin); a lease
         # shorter than a call may last (a setting for tests) allows half of it.
         s = gw.settings
@@ -247,10 +245,9 @@ class Dispatcher:
             await self._http.close()
 
     async def _call_slot(self, claimed: float, what: str) -> bool:
-        """Take one of the GATEWAY_DISPATCH_CONCURRENCY call slots (a send's is held until its outcome is
-        recorded, an event delivery's until it is), or, when the claim (taken at `claimed`) could run out
-        during the call, take none and leave the claim to expire: another round, here or in any worker,
-        takes the work again then (the same as after a kill, and nothing was sent twice).
+        """Take one of the GATEWAY_DISPATCH_CONCURRENCY call slots, or, when the claim (taken at `claimed`)
+        could run out during the call, take none and leave the claim to expire: another round, here or in
+        any worker, takes the work again then (the same as after a kill, and nothing was sent twice).
         After `stop()` no slot is given: what waits for one is given back instead."""
         assert self._calls is not None
         await self._calls.acquire()
@@ -269,29 +266,17 @@ class Dispatcher:
         assert self._outcomes is not None
         started = clock.monotonic()
         try:
-            answered = await self._send(job, claimed)
+            result = await self._send(job, claimed)
         except Exception:
             log.exception("dispatcher failed on %s; its claim will expire and be retaken", job.message_id)
             return
         finally:
             self._busy[job.channel] -= 1
-        if answered is not None:
-            result, called = answered
-            self._outcomes.add(Outcome(job, result, clock.monotonic() - started, called))
+        if result is not None:
+            self._outcomes.add(Outcome(job, result, clock.monotonic() - started))
 
     async def _record(self, batch: list[Outcome]) -> None:
-        """Record outcomes in one transaction; should that fail, one by one, so one bad row costs one.
-        Then free the call slots of the sends recorded (or left to be retaken)."""
-        try:
-            await self._record_outcomes(batch)
-        finally:
-            assert self._calls is not None
-            for outcome in batch:
-                if outcome.holds_slot:
-                    self._calls.release()
-        self._slot_freed()
-
-    async def _record_outcomes(self, batch: list[Outcome]) -> None:
+        """Record outcomes in one transaction; should that fail, one by one, so one bad row costs one."""
         try:
             due_now = await self._db(self._finish_batch, batch)
         except Exception as exc:
@@ -309,17 +294,16 @@ class Dispatcher:
                     )
         if due_now and self._wake is not None:
             self._wake.set()
+        self._slot_freed()
 
-    async def _send(self, job: SendJob, claimed: float) -> tuple[SendResult | ChannelError, bool] | None:
-        """The answer (the provider's or the gateway's own) and whether the provider was called, which
-        leaves its call slot taken until the outcome is recorded; None when the claim grew too old to send
-        (see `_call_slot`)."""
+    async def _send(self, job: SendJob, claimed: float) -> SendResult | ChannelError | None:
+        """The provider's answer, or None when the claim grew too old to send (see `_call_slot`)."""
         channel = self.channels.get(job.channel)
         if channel is None:
-            return ChannelError(ErrorKind.REJECTED, f"channel {job.channel} is not enabled here"), False
+            return ChannelError(ErrorKind.REJECTED, f"channel {job.channel} is not enabled here")
         refused = self.breakers.refuse(job.channel)
         if refused is not None:
-            return refused, False  # the provider is failing: do not call it (fall back now, or wait)
+            return refused  # the provider is failing: do not call it (fall back now, or wait)
         await self.pacers[job.channel].wait()
         if not await self._call_slot(claimed, f"message {job.message_id}"):
             return None
@@ -337,15 +321,11 @@ class Dispatcher:
         except Exception as exc:  # an adapter bug must not stop the dispatcher
             log.exception("adapter %s raised an unclassified error", job.channel)
             result = ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
-        except BaseException:  # cancelled at shutdown: nothing will be recorded
+        finally:
             self._calls.release()
-            raise
-        try:
-            metrics.provider_call(job.channel, clock.monotonic() - started)
-            self.breakers.record(job.channel, result)
-        except Exception:
-            log.exception("counting the call to %s failed", job.channel)
-        return result, True
+        metrics.provider_call(job.channel, clock.monotonic() - started)
+        self.breakers.record(job.channel, result)
+        return result
 
     async def _deliver(self, delivery_id: str, claimed: float) -> None:
         """POST one event to a business system; any non-2xx answer or error is retried later."""
@@ -366,17 +346,16 @@ class Dispatcher:
             if not await self._call_slot(claimed, f"event delivery {delivery_id}"):
                 return
             try:
-                try:
-                    async with self._http.post(url, data=body, headers=headers, timeout=timeout) as response:
-                        if not 200 <= response.status < 300:
-                            error = f"HTTP {response.status}"
-                        elif respond:
-                            answer = await bot_hooks.read_answer(response)
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                more = await asyncio.to_thread(self._record_delivery, delivery_id, error, answer)
+                async with self._http.post(url, data=body, headers=headers, timeout=timeout) as response:
+                    if not 200 <= response.status < 300:
+                        error = f"HTTP {response.status}"
+                    elif respond:
+                        answer = await bot_hooks.read_answer(response)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._calls.release()
+            more = await asyncio.to_thread(self._record_delivery, delivery_id, error, answer)
         except Exception:
             log.exception("event delivery %s failed; its claim will expire and be retaken", delivery_id)
             return
