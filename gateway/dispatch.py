@@ -184,8 +184,8 @@ class Dispatcher:
         timeout: float | None = IDLE_WAIT
         if free > 0:
             wanted = min(free, s.dispatch_batch)
+            claimed = clock.monotonic()  # no later than the leases' start
             jobs, deliveries, timeout = await self._db(self._claim_round, wanted, free, self._paced_quota())
-            claimed = clock.monotonic()
             for job in jobs:
                 self._busy[job.channel] += 1
                 self._spawn(self._process(job, claimed))
