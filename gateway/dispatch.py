@@ -96,6 +96,7 @@ class Dispatcher:
         call = max(s.provider_timeout + CALL_MARGIN, EVENT_TIMEOUT, s.bot_hook_timeout)
         self._claim_fresh_for = max(s.dispatch_lease - call - CALL_MARGIN, s.dispatch_lease / 2)
         self.abandoned = 0  # claims left to expire because they waited too long for a call slot
+        self._abandoned_until: list[float] = []  # when those still held run out (monotonic)
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="dispatcher-db")
         self._outcomes: WriteBehind[Outcome] | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -180,7 +181,8 @@ class Dispatcher:
     async def _round(self) -> None:
         assert self._wake is not None and self._outcomes is not None
         s = self.gw.settings
-        free = s.dispatch_concurrency * CLAIM_AHEAD - len(self._inflight) - self._outcomes.pending
+        held = len(self._inflight) + self._outcomes.pending + self._abandoned_held()
+        free = s.dispatch_concurrency * CLAIM_AHEAD - held
         timeout: float | None = IDLE_WAIT
         if free > 0:
             wanted = min(free, s.dispatch_batch)
@@ -258,9 +260,17 @@ class Dispatcher:
             return True
         self._calls.release()
         self.abandoned += 1
+        self._abandoned_until.append(claimed + self.gw.settings.dispatch_lease)
         metrics.claim_abandoned()
         log.warning("%s waited too long for a call slot; its claim will expire and be retaken", what)
         return False
+
+    def _abandoned_held(self) -> int:
+        """Abandoned claims whose leases have not run out: still this dispatcher's, so they count against
+        CLAIM_AHEAD (else it would claim more the further behind it is)."""
+        now = clock.monotonic()
+        self._abandoned_until = [until for until in self._abandoned_until if until > now]
+        return len(self._abandoned_until)
 
     async def _process(self, job: SendJob, claimed: float) -> None:
         assert self._outcomes is not None

@@ -6,7 +6,7 @@ as subprocesses against the Twilio and SMTP simulators of this process. What is 
 - 5,000 messages across SMS and email end final, each provider sees each message exactly once, and the
   sends (`attempt.sent_by`) are spread over the dispatchers;
 - `kill -9` of a worker mid-run: its leases are retaken, every message ends final, and duplicates are at
-  most the sends it had in flight;
+  most the messages it held claimed (its sends in flight or not yet recorded among them);
 - pacing: three workers together keep an SMS rate of 20/s (measured from the simulator's receive times);
 - the database going away under a running gateway (cut at a TCP proxy, so the machine's shared server is
   never restarted): 503 problem answers with Retry-After while it is away, then 202 again on its own,
@@ -38,6 +38,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from gateway.dispatch import CLAIM_AHEAD
 from gateway.local import LocalGateway, free_port, simulator_settings
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import Behaviour, TwilioSimulator
@@ -360,7 +361,9 @@ def test_three_workers_send_5000_messages_once_each_and_share_the_work(
     assert sorted(email_sent) == sorted(addresses)
     assert set(email_sent.values()) == {1}, email_sent.most_common(5)
     assert scalar(db, "SELECT count(*) FROM attempt") == SCALE_SMS + SCALE_EMAIL
-    assert scalar(db, "SELECT sum(sends) FROM attempt") == SCALE_SMS + SCALE_EMAIL
+    # `sends` counts starts: a claim left to expire while it waited for a call slot (gateway_claims_abandoned)
+    # is started again when retaken, without a second send (checked at the providers above).
+    assert scalar(db, "SELECT count(*) FROM attempt WHERE sends = 0") == 0
     assert not set(statuses) - {"delivered", "sent"}, statuses
     # The work is spread: at least two of the three workers sent, and no dispatcher did almost all.
     assert len([w for w in worker_ids if split[w] > 0]) >= 2, split
@@ -447,12 +450,14 @@ def test_kill_9_of_a_worker_mid_run_its_leases_are_retaken(
     survivors = {w: 0 for w in worker_ids if w != victim}
     assert codes == {victim: -signal.SIGKILL, **survivors}, codes
     assert all(twilio.sends_to(n) >= 1 for n in numbers), "a message never reached Twilio"
-    assert len(in_flight) <= KILL_CONCURRENCY
+    assert (
+        len(in_flight) <= CLAIM_AHEAD * KILL_CONCURRENCY
+    )  # claims: those sending and those waiting for a slot
     # Every message the dead worker held was finished by another dispatcher after its lease ran out.
     assert len(retaken) == len(in_flight)
     assert all(completed and who != victim for _, who, completed in retaken), retaken
-    # Only sends in flight at the kill may have been repeated.
-    assert sum(duplicates.values()) <= len(in_flight) <= KILL_CONCURRENCY, duplicates
+    # Only sends in flight at the kill, or made and not yet recorded, may have been repeated.
+    assert sum(duplicates.values()) <= len(in_flight), duplicates
 
 
 # -- 3. pacing shared by three workers --------------------------------------------------------------
