@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import select
 
 from gateway import metrics, store
 from gateway.ids import new_id
-from gateway.models import Attempt, Contact, Message
+from gateway.models import Attempt, Contact, Event, EventDelivery, Message
 from gateway.notify import DueListener
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -295,5 +296,40 @@ def test_a_column_set_on_a_table_object_is_written_and_recorded_as_set(database_
         with store.transaction(engine) as session:
             again = session.get(Message, message["id"])
             assert again is not None and (again.status, again.metadata_) == ("sending", {"k": "v"})
+    finally:
+        engine.dispose()
+
+
+def test_release_claims_gives_back_a_worker_s_messages_and_event_deliveries_only(database_url: str) -> None:
+    """What a stopping dispatcher holds goes back at once, not after its lease; others' claims stay."""
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    contact = contact_row()
+    until = NOW + timedelta(minutes=2)
+    mine, theirs = message_row(contact["id"]), message_row(contact["id"])
+    mine |= {"claimed_by": "me", "claimed_until": until}
+    theirs |= {"claimed_by": "other", "claimed_until": until}
+    event = {"id": new_id("ev"), "type": "message.status", "created_at": NOW}
+    deliveries = [
+        {"id": new_id("dl"), "event_id": event["id"], "target": "wh_1", "url": "http://127.0.0.1:9/hook",
+         "due_at": NOW, "claimed_by": who, "claimed_until": until, "created_at": NOW, "updated_at": NOW}
+        for who in ("me", "other")
+    ]  # fmt: skip
+    try:
+        with store.transaction(engine) as session:
+            tables = [(Contact, [contact]), (Message, [mine, theirs]), (Event, [event])]
+            store.insert_rows(session, [*tables, (EventDelivery, deliveries)])
+        with store.transaction(engine) as session:
+            store.release_claims(session, "me")
+        with store.transaction(engine) as session:
+            claims = {
+                (kind, row.claimed_by, row.claimed_until is not None)
+                for kind, table in (("message", Message), ("delivery", EventDelivery))
+                for row in session.exec(select(table))
+            }
+        assert claims == {
+            ("message", None, False), ("message", "other", True),
+            ("delivery", None, False), ("delivery", "other", True),
+        }  # fmt: skip
     finally:
         engine.dispose()
