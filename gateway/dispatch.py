@@ -53,8 +53,10 @@ WAKE_GATHER = 0.002  # seconds a woken loop waits for more nudges before it clai
 PACED_AHEAD = 1.0  # a paced channel's claims reach this many seconds of its rate ahead, no further
 # A dispatcher holds up to this many times GATEWAY_DISPATCH_CONCURRENCY claimed (sending, waiting for a
 # call slot, waiting to be recorded), so it claims and records in batches several times larger than its
-# provider calls alone would allow; each transaction's fixed cost is then shared by more messages.
-CLAIM_AHEAD = 4
+# provider calls alone would allow; each transaction's fixed cost is then shared by more messages. Fewer
+# when its calls are slow: no more wait for a slot than its calls start in half a claim's freshness.
+CLAIM_AHEAD = 8
+CALL_SECONDS_WEIGHT = 0.1  # weight of the latest call in the running estimate of a call's duration
 CALL_MARGIN = 5.0  # seconds a provider call may overrun GATEWAY_PROVIDER_TIMEOUT before it is abandoned
 T = TypeVar("T")
 
@@ -95,6 +97,8 @@ class Dispatcher:
         s = gw.settings
         call = max(s.provider_timeout + CALL_MARGIN, EVENT_TIMEOUT, s.bot_hook_timeout)
         self._claim_fresh_for = max(s.dispatch_lease - call - CALL_MARGIN, s.dispatch_lease / 2)
+        self._call_seconds = s.provider_timeout  # running estimate; the first call to end replaces it
+        self._calls_ended = 0
         self.abandoned = 0  # claims left to expire because they waited too long for a call slot
         self._abandoned_until: list[float] = []  # when those still held run out (monotonic)
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="dispatcher-db")
@@ -182,7 +186,7 @@ class Dispatcher:
         assert self._wake is not None and self._outcomes is not None
         s = self.gw.settings
         held = len(self._inflight) + self._outcomes.pending + self._abandoned_held()
-        free = s.dispatch_concurrency * CLAIM_AHEAD - held
+        free = self._claim_limit() - held
         timeout: float | None = IDLE_WAIT
         if free > 0:
             wanted = min(free, s.dispatch_batch)
@@ -265,6 +269,20 @@ class Dispatcher:
         log.warning("%s waited too long for a call slot; its claim will expire and be retaken", what)
         return False
 
+    def _claim_limit(self) -> int:
+        """How many claims to hold: CLAIM_AHEAD per call slot, fewer when calls are slow, so that those
+        waiting for a slot start within half of `_claim_fresh_for` (and are not abandoned): the slots, and
+        what they start in that time at the estimated duration of a call (at least one more round)."""
+        slots = self.gw.settings.dispatch_concurrency
+        waiting = slots * (self._claim_fresh_for / 2) / max(self._call_seconds, 1e-6)
+        return min(slots * CLAIM_AHEAD, slots + max(slots, int(waiting)))
+
+    def _call_ended(self, seconds: float) -> None:
+        """Note a call slot's call (a send or an event delivery) took `seconds`."""
+        weight = CALL_SECONDS_WEIGHT if self._calls_ended else 1.0
+        self._call_seconds += weight * (seconds - self._call_seconds)
+        self._calls_ended += 1
+
     def _abandoned_held(self) -> int:
         """Abandoned claims whose leases have not run out: still this dispatcher's, so they count against
         CLAIM_AHEAD (else it would claim more the further behind it is)."""
@@ -333,7 +351,9 @@ class Dispatcher:
             result = ChannelError(ErrorKind.TRANSIENT, f"unclassified adapter error: {exc!r}")
         finally:
             self._calls.release()
-        metrics.provider_call(job.channel, clock.monotonic() - started)
+        seconds = clock.monotonic() - started
+        self._call_ended(seconds)
+        metrics.provider_call(job.channel, seconds)
         self.breakers.record(job.channel, result)
         return result
 
@@ -355,6 +375,7 @@ class Dispatcher:
             timeout = bot_hooks.timeout(self.gw) if respond else self._http.timeout
             if not await self._call_slot(claimed, f"event delivery {delivery_id}"):
                 return
+            started = clock.monotonic()
             try:
                 async with self._http.post(url, data=body, headers=headers, timeout=timeout) as response:
                     if not 200 <= response.status < 300:
@@ -365,6 +386,7 @@ class Dispatcher:
                 error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._calls.release()
+                self._call_ended(clock.monotonic() - started)
             more = await asyncio.to_thread(self._record_delivery, delivery_id, error, answer)
         except Exception:
             log.exception("event delivery %s failed; its claim will expire and be retaken", delivery_id)

@@ -1,6 +1,6 @@
 """GATEWAY_DISPATCH_CONCURRENCY bounds provider calls, not claims: a dispatcher claims a few times more ahead
-(so it claims and records in bigger batches), and a claim that waited for a call slot until its lease could
-run out during the call is not used: it expires and is sent once, later.
+(so it claims and records in bigger batches), fewer when its calls are slow, and a claim that waited for a
+call slot until its lease could run out during the call is not used: it expires and is sent once, later.
 
 The dispatcher's logic does not depend on the database, so these run on SQLite alone."""
 
@@ -90,33 +90,54 @@ def test_provider_calls_stay_within_the_limit_while_more_are_claimed_ahead(
     assert all(twilio.sends_to(n) == 1 for n in numbers)
 
 
+def test_slow_calls_hold_fewer_claims_so_none_waits_too_long(start: Any, twilio: TwilioSimulator) -> None:
+    # Two slots, 1 s calls and an 8 s lease, of which a claim may spend 4 s waiting for its slot: the
+    # dispatcher holds its two calls and what they start in 2 s (four more), not CLAIM_AHEAD * 2 = 16.
+    # Holding all twelve at once, the last would wait 5 s and be abandoned.
+    numbers = [f"+1415555{3300 + i}" for i in range(12)]
+    for number in numbers:
+        twilio.set_behaviour(number, Behaviour("deliver", latency=1.0))
+    local = start(dispatch_concurrency="2", dispatch_lease="8s")
+    with watching_claims(local) as most:
+        ids = send(local, numbers)
+        for message_id in ids:
+            wait_for(local, message_id, status_is("delivered"), timeout=30)
+    assert local.dispatcher is not None and local.dispatcher.abandoned == 0
+    assert 2 < most[0] <= 2 + 4
+    assert [twilio.sends_to(n) for n in numbers] == [1] * len(numbers)
+    assert twilio.peak_in_flight == 2
+
+
 def test_a_claim_that_waited_too_long_for_a_slot_expires_and_is_sent_once(
     start: Any, twilio: TwilioSimulator
 ) -> None:
-    # One call at a time, 0.6 s each, and a 2 s lease, of which a claim may spend 1 s waiting for its call
-    # slot: of four claimed together, the third and fourth would start 1.2 s after their claim, so they
-    # wait for it to expire. Until it has, they still count against the four claims the dispatcher may hold.
-    numbers = [f"+1415555{3100 + i}" for i in range(8)]
+    # One call at a time, 1.5 s each, and a 2 s lease, of which a claim may spend 1 s waiting for its call
+    # slot: the dispatcher holds the claim in its call and one more (the fewest it holds), which starts
+    # 1.5 s after its claim, so it waits for it to expire. Until it has, it still counts against the claims
+    # the dispatcher may hold.
+    numbers = [f"+1415555{3100 + i}" for i in range(4)]
     for number in numbers:
-        twilio.set_behaviour(number, Behaviour("deliver", latency=0.6))
+        twilio.set_behaviour(number, Behaviour("deliver", latency=1.5))
     local = start(dispatch_concurrency="1", dispatch_lease="2s")
     counted = metrics.CLAIMS_ABANDONED._value.get()  # process-wide: earlier tests may have counted some
     with watching_claims(local) as most:
         ids = send(local, numbers)
         for message_id in ids:
-            wait_for(local, message_id, status_is("delivered"), timeout=30)
+            wait_for(local, message_id, status_is("delivered"), timeout=40)
     assert local.dispatcher is not None and local.dispatcher.abandoned >= 1
     assert metrics.CLAIMS_ABANDONED._value.get() == counted + local.dispatcher.abandoned
     assert [twilio.sends_to(n) for n in numbers] == [1] * len(numbers)  # nothing was sent twice
     assert twilio.peak_in_flight == 1
-    assert most[0] <= CLAIM_AHEAD
+    assert most[0] <= 2
 
 
 def test_claims_waiting_for_a_slot_at_stop_are_given_back_unsent(start: Any, twilio: TwilioSimulator) -> None:
     numbers = [f"+1415555{3200 + i}" for i in range(3)]
     for number in numbers:
         twilio.set_behaviour(number, Behaviour("deliver", latency=1.0))
-    local = start(dispatch_concurrency="1")
+    # With a 5 s provider timeout a call is estimated to take 5 s until one has ended: the dispatcher holds
+    # what one slot starts in half of the 105 s a claim may wait, so all three.
+    local = start(dispatch_concurrency="1", provider_timeout="5s")
     send(local, numbers)
     deadline = time.monotonic() + 10
     while twilio.in_flight == 0:
