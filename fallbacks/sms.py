@@ -6,6 +6,7 @@ the gateway's error kinds through one table, `classify_twilio_error`, following 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from dataclasses import replace
@@ -13,7 +14,6 @@ from datetime import UTC, datetime
 from typing import ClassVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import aiohttp
 from twilio.base import values
 from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -21,6 +21,7 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from fallbacks.http1 import Http1Client
 from gateway.adapt import ContentSupport, TextPolicy, sms_segments
 from gateway.channels.base import (
     AddressKind,
@@ -102,18 +103,18 @@ def validity_period(expires_at: datetime | None, now: datetime | None = None) ->
 
 
 class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio has no type hints
-    """The SDK's aiohttp client, sending every request to the configured base URL.
+    """The SDK's async HTTP client, sending every request to the configured base URL over `Http1Client`.
 
-    The SDK builds each request and reads each answer; this makes the call itself on the SDK's aiohttp
-    session. Its own `request` formatted a dozen log lines per call whether or not they were logged, built
-    a timeout object per call, and kept copies of the last request and answer; and the form is encoded here
-    (aiohttp's FormData costs several times more).
+    The SDK builds each request and reads each answer; this makes the call itself, on keep-alive connections
+    of its own (fallbacks/http1.py: aiohttp cost about 100 µs of CPU a call more). The SDK's own `request`
+    formatted a dozen log lines per call whether or not they were logged, built a timeout object per call, and
+    kept copies of the last request and answer; and the form is encoded here.
     """
 
     def __init__(self, base_url: str, timeout: float | None) -> None:
-        super().__init__(timeout=timeout)
+        super().__init__(timeout=timeout, pool_connections=False)  # no aiohttp session: ours instead
         self._base = urlsplit(base_url)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)  # total=None: no timeout
+        self._origin = Http1Client(urlunsplit((self._base.scheme, self._base.netloc, "", "", "")))
         self._authorization: dict[tuple[str, str], str] = {}
 
     async def request(
@@ -127,26 +128,23 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
         timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
-        """Send to the base URL with the client's timeout (or the call's) and Basic credentials."""
+        """Send to the base URL with the client's timeout (or the call's) and Basic credentials; a redirect
+        is answered as it is, never followed (Twilio's API does not redirect)."""
+        headers = dict(headers or {})
         if auth is not None:
-            # Not aiohttp.BasicAuth, which the SDK passes: deprecated (and warning) since aiohttp 3.14.
-            headers = {**(headers or {}), "Authorization": self._basic(auth)}
+            headers["Authorization"] = self._basic(auth)
         if self.logger.isEnabledFor(logging.INFO):
             self.log_request({"method": method.upper(), "url": url, "params": params, "headers": headers})
-        response = await self.session.request(
-            method.upper(),
-            self.rebase(url),
-            params=params,
-            data=urlencode(_form_fields(data)) if data is not None else None,  # the SDK set its Content-Type
-            headers=headers,
-            timeout=self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=allow_redirects,
-        )
-        async with response:
-            text = await response.text()
+        target = self.target(url, params)
+        body = urlencode(_form_fields(data)).encode() if data is not None else None  # the SDK set its type
+        async with asyncio.timeout(self.timeout if timeout is None else timeout):
+            answer = await self._origin.request(method.upper(), target, headers, body)
         if self.logger.isEnabledFor(logging.INFO):
-            self.log_response(response.status, response)
-        return Response(response.status, text, response.headers)
+            self.log_response(answer.status, answer)
+        return Response(answer.status, answer.body.decode("utf-8", "replace"), answer.headers)
+
+    async def close(self) -> None:
+        await self._origin.close()
 
     def _basic(self, auth: tuple[str, str]) -> str:
         value = self._authorization.get(auth)
@@ -160,6 +158,12 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
         parts = urlsplit(url)
         path = self._base.path.rstrip("/") + parts.path
         return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
+
+    def target(self, url: str, params: dict[str, object] | None = None) -> str:
+        """The request target on the base URL (its path and query) for an SDK URL and query parameters."""
+        parts = urlsplit(self.rebase(url))
+        query = "&".join(q for q in (parts.query, urlencode(_form_fields(params or {}))) if q)
+        return (parts.path or "/") + (f"?{query}" if query else "")
 
 
 def _form_fields(data: dict[str, object]) -> list[tuple[str, object]]:
@@ -246,7 +250,7 @@ class SmsChannel(Channel):
         return support
 
     async def open(self) -> None:
-        """Create the SDK client and its aiohttp session in the running loop."""
+        """Create the SDK client and its HTTP client in the running loop."""
         # A zero timeout means none; the SDK rejects a timeout of 0.
         timeout = self.settings.provider_timeout or None
         self._http = _BaseUrlHttpClient(self.settings.twilio_base_url, timeout)
@@ -262,7 +266,7 @@ class SmsChannel(Channel):
         assert self._client.messages is not None
 
     async def close(self) -> None:
-        """Close the aiohttp session."""
+        """Close the HTTP client's connections."""
         http, self._http, self._client = self._http, None, None
         if http is not None:
             await http.close()
@@ -290,7 +294,7 @@ class SmsChannel(Channel):
         except TimeoutError as exc:
             detail = f"Twilio did not answer within {self.settings.provider_timeout:g}s"
             raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # fallbacks/http1.py raises OSErrors
             detail = f"cannot reach Twilio at {self.settings.twilio_base_url}: {exc}"
             raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
         except ValueError as exc:

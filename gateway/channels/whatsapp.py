@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import aiohttp
 from twilio.base import values
 from twilio.base.exceptions import TwilioException
 from twilio.rest import Client
@@ -113,7 +112,7 @@ class _TwilioTransport:
         except TimeoutError as exc:
             detail = f"Twilio did not answer within {self.settings.provider_timeout:g}s"
             raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # fallbacks/http1.py raises OSErrors
             detail = f"cannot use Twilio at {self.settings.twilio_base_url}: {exc}"
             raise ChannelError(ErrorKind.TRANSIENT, detail) from exc
         return SendResult(provider_message_id=str(created.sid), status="accepted")
