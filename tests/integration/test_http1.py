@@ -42,9 +42,14 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(length)
 
 
-def serve(handler: Handler, work: Callable[[Http1Client], Awaitable[None]]) -> int:
+def serve(
+    handler: Handler,
+    work: Callable[[Http1Client], Awaitable[None]],
+    tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+) -> int:
     """Run `work` against a server calling `handler(reader, writer, n)` for its n-th connection (from 1);
-    returns how many connections the client opened."""
+    returns how many connections the client opened. With `tls` (the server's context, the client's), over
+    https."""
 
     async def main() -> int:
         opened = 0
@@ -59,9 +64,9 @@ def serve(handler: Handler, work: Callable[[Http1Client], Awaitable[None]]) -> i
             finally:
                 writer.close()
 
-        server = await asyncio.start_server(connected, "127.0.0.1", 0)
+        server = await asyncio.start_server(connected, LOOPBACK, 0, ssl=tls[0] if tls else None)
         port = server.sockets[0].getsockname()[1]
-        client = Http1Client(f"http://127.0.0.1:{port}")
+        client = Http1Client(f"{'https' if tls else 'http'}://{LOOPBACK}:{port}", tls[1] if tls else None)
         try:
             await work(client)
         finally:
@@ -257,37 +262,18 @@ def test_https_checks_the_certificate_and_keeps_the_connection_alive(tmp_path: P
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(cert_file, key_file)
 
-    async def main() -> int:
-        opened = 0
+    async def work(client: Http1Client) -> None:
+        for _round in range(2):
+            assert (await client.request("POST", "/", {}, b"x")).body == b'{"sid":"SM1"}'
+        stranger = Http1Client(f"https://{client.host}:{client.port}")  # the system's certificate store
+        with pytest.raises(ssl.SSLCertVerificationError) as raised:
+            await stranger.request("POST", "/", {}, b"x")
+        assert isinstance(raised.value, OSError)
+        await stranger.close()
 
-        async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal opened
-            opened += 1
-            try:
-                await keep_alive(ok())(reader, writer, opened)
-            except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(connected, "127.0.0.1", 0, ssl=server_side)
-        origin = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        trusting = Http1Client(origin, ssl.create_default_context(cafile=str(cert_file)))
-        stranger = Http1Client(origin)  # the system's store does not know the test's certificate
-        try:
-            for _round in range(2):
-                assert (await trusting.request("POST", "/", {}, b"x")).body == b'{"sid":"SM1"}'
-            with pytest.raises(ssl.SSLCertVerificationError) as raised:
-                await stranger.request("POST", "/", {}, b"x")
-            assert isinstance(raised.value, OSError)
-        finally:
-            await trusting.close()
-            await stranger.close()
-            server.close()
-            await server.wait_closed()
-        return opened
-
-    assert asyncio.run(main()) == 1  # both calls on one connection (the refused handshake opens none)
+    trusting = ssl.create_default_context(cafile=str(cert_file))
+    # Both calls on one connection; the refused handshake never reaches the handler.
+    assert serve(keep_alive(ok()), work, (server_side, trusting)) == 1
 
 
 def test_only_http_origins_are_taken() -> None:
