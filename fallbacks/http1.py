@@ -9,6 +9,7 @@ transfer coding or until the server closes; idle connections reused for up to `I
 the server has closed them; TLS for https origins with the system's certificate store and host name checks;
 TCP_NODELAY (asyncio sets it on every TCP connection). What it does not do: redirects (a 3xx answer is
 returned as it is), proxies, `Expect: 100-continue`, HTTP/2, compressed answers (it never asks for them).
+At most `MAX_CONNECTIONS` are open to the origin; calls beyond wait for one (within the caller's time).
 A call that fails on a connection is never sent again by the client: the caller decides (a send is retried
 by the dispatcher, with its backoff). Every failure is an `OSError` (`HttpError` or the socket's own).
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 IDLE_SECONDS = 15.0  # an idle connection older than this is closed rather than reused (aiohttp's default)
-MAX_IDLE = 100  # idle connections kept at most
+MAX_CONNECTIONS = 100  # open at once, in use or idle; a call waits for one beyond (aiohttp's default limit)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers at most
 MAX_BODY = 10 * 1024 * 1024  # bytes of an answer's body at most
 
@@ -69,6 +70,7 @@ class Http1Client:
         self._host_header = parts.netloc.rpartition("@")[2].encode("idna")
         self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
         self._idle: list[_Connection] = []
+        self._in_use = asyncio.Semaphore(MAX_CONNECTIONS)
 
     async def request(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None = None
@@ -76,18 +78,19 @@ class Http1Client:
         """Send one request (`target` is the path and query) and read its answer; the caller bounds the time
         it may take (asyncio.timeout). A connection is put back for reuse only after a complete answer."""
         head = _request_head(method, target, self._host_header, headers, body)
-        connection = self._take() or await self._connect()
-        try:
-            connection.writer.write(head + body if body else head)
-            answer, keep = await _read_answer(connection.reader, method)
-        except BaseException:
-            connection.close()
-            raise
-        if keep and len(self._idle) < MAX_IDLE:
-            connection.idle_since = time.monotonic()
-            self._idle.append(connection)
-        else:
-            connection.close()
+        async with self._in_use:  # a connection is opened only when none is idle: at most MAX_CONNECTIONS
+            connection = self._take() or await self._connect()
+            try:
+                connection.writer.write(head + body if body else head)
+                answer, keep = await _read_answer(connection.reader, method)
+            except BaseException:
+                connection.close()
+                raise
+            if keep:
+                connection.idle_since = time.monotonic()
+                self._idle.append(connection)
+            else:
+                connection.close()
         return answer
 
     async def close(self) -> None:

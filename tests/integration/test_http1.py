@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fallbacks import http1
 from fallbacks.http1 import MAX_HEAD, Http1Client, HttpError
 
 LOOPBACK = "127.0.0.1"
@@ -161,6 +162,28 @@ def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
         assert (await client.request("POST", "/", {}, b"x")).status == 201
 
     assert serve(handler, work) == 2
+
+
+def test_calls_beyond_the_connection_limit_wait_for_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_CONNECTIONS", 2)
+    busy, most = 0, 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        nonlocal busy, most
+        while True:
+            await read_request(reader)
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.05)
+            busy -= 1
+            writer.write(ok())
+
+    async def work(client: Http1Client) -> None:
+        answers = await asyncio.gather(*[client.request("POST", "/", {}, b"x") for _ in range(6)])
+        assert [a.status for a in answers] == [201] * 6
+
+    assert serve(handler, work) == 2
+    assert most == 2
 
 
 def test_1xx_answers_before_the_real_one_are_skipped() -> None:
