@@ -152,11 +152,9 @@ async def _read_answer(reader: asyncio.StreamReader, method: str) -> tuple[Answe
         if not 0 <= length <= MAX_BODY:
             raise HttpError(f"an answer of {length} bytes is over the {MAX_BODY} allowed")
         return Answer(status, headers, await _exactly(reader, length)), keep
-    body = await reader.read(MAX_BODY + 1)  # no length: the body ends when the server closes
-    rest = body
-    while rest and len(body) <= MAX_BODY:
-        rest = await reader.read(MAX_BODY + 1 - len(body))
-        body += rest
+    body = b""  # no length: the body ends when the server closes
+    while len(body) <= MAX_BODY and (part := await reader.read(MAX_BODY + 1 - len(body))):
+        body += part
     if len(body) > MAX_BODY:
         raise HttpError(f"an answer over the {MAX_BODY} bytes allowed")
     return Answer(status, headers, body), False

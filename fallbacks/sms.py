@@ -153,17 +153,13 @@ class _BaseUrlHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio
             self._authorization = {auth: value}
         return value
 
-    def rebase(self, url: str) -> str:
-        """Move an SDK URL (any Twilio host, region or edge) onto the base URL."""
+    def target(self, url: str, params: dict[str, object] | None = None) -> str:
+        """The request target (path and query) on the base URL for an SDK URL, whatever Twilio host, region
+        or edge it names, and its query parameters."""
         parts = urlsplit(url)
         path = self._base.path.rstrip("/") + parts.path
-        return urlunsplit((self._base.scheme, self._base.netloc, path, parts.query, ""))
-
-    def target(self, url: str, params: dict[str, object] | None = None) -> str:
-        """The request target on the base URL (its path and query) for an SDK URL and query parameters."""
-        parts = urlsplit(self.rebase(url))
         query = "&".join(q for q in (parts.query, urlencode(_form_fields(params or {}))) if q)
-        return (parts.path or "/") + (f"?{query}" if query else "")
+        return (path or "/") + (f"?{query}" if query else "")
 
 
 def _form_fields(data: dict[str, object]) -> list[tuple[str, object]]:
@@ -255,7 +251,7 @@ class SmsChannel(Channel):
         timeout = self.settings.provider_timeout or None
         self._http = _BaseUrlHttpClient(self.settings.twilio_base_url, timeout)
         # The SDK reads os.environ when given an empty environment (TWILIO_REGION/EDGE move hosts);
-        # _BaseUrlHttpClient.rebase undoes any such host change.
+        # _BaseUrlHttpClient.target undoes any such host change.
         self._client = Client(
             self.settings.twilio_account_sid,
             self.settings.twilio_auth_token,
