@@ -164,6 +164,55 @@ def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
     assert serve(handler, work) == 2
 
 
+def test_an_idle_connection_past_its_time_is_not_used_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "IDLE_SECONDS", 0.05)
+
+    async def work(client: Http1Client) -> None:
+        for pause in (0, 0.1, 0):  # reused after no pause; replaced after one past IDLE_SECONDS
+            await asyncio.sleep(pause)
+            assert (await client.request("POST", "/", {}, b"x")).status == 201
+
+    assert serve(keep_alive(ok()), work) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n0123456789a",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n5\r\n6789a\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n0123456789a",  # ended by the close
+    ],
+    ids=["content-length", "chunked", "close-delimited"],
+)
+def test_an_answer_over_the_body_limit_is_refused(monkeypatch: pytest.MonkeyPatch, answer: bytes) -> None:
+    monkeypatch.setattr(http1, "MAX_BODY", 10)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async def work(client: Http1Client) -> None:
+        with pytest.raises(HttpError, match="over the 10"):
+            await client.request("GET", "/", {})
+
+    serve(handler, work)
+
+
+def test_an_answer_at_the_body_limit_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_BODY", 10)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n0123456789")
+        await writer.drain()
+
+    async def work(client: Http1Client) -> None:
+        assert (await client.request("GET", "/", {})).body == b"0123456789"
+
+    serve(handler, work)
+
+
 def test_calls_beyond_the_connection_limit_wait_for_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http1, "MAX_CONNECTIONS", 2)
     busy, most = 0, 0
