@@ -28,7 +28,12 @@ from bench.sims import Sims
 CASES = ["accept", "email", "sms", "reaction", "backlog"]
 FULL: dict[str, Any] = {
     "reps": 3,
-    "gateways": ["gateway-sqlite-serve", "gateway-sqlite-serve-512", "gateway-postgres-split"],
+    "gateways": [
+        "gateway-sqlite-serve",
+        "gateway-sqlite-serve-512",
+        "gateway-sqlite-serve-worker",
+        "gateway-postgres-split",
+    ],
     # Five runs: the one-insert baseline alone swings by a third from run to run on a shared machine.
     "accept": {"seconds": 6, "warmup": 1, "reps": 5},
     "email": {"n": 2000, "apprise_tuned": 300, "apprise": 3, "apprise_reps": 3},
@@ -39,7 +44,7 @@ FULL: dict[str, Any] = {
 }
 QUICK: dict[str, Any] = {
     "reps": 1,
-    "gateways": ["gateway-sqlite-serve", "gateway-sqlite-serve-512"],
+    "gateways": ["gateway-sqlite-serve", "gateway-sqlite-serve-512", "gateway-sqlite-serve-worker"],
     "accept": {"seconds": 1.0, "warmup": 0.3},
     "email": {"n": 200, "apprise_tuned": 40, "apprise": 2, "apprise_reps": 1},
     "sms": {"n": 100, "latencies": [0.0, 0.05], "sdk_n": {"0ms": 100, "50ms": 10}},

@@ -42,14 +42,12 @@ def submit(api: Api, bodies: list[dict[str, Any]]) -> None:
 def gateway_run(
     ctx: Context, db: str, n: int, tag: str, mode: str = "serve", settings: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """One end-to-end run on a fresh database; `mode` is `serve` or `split` (gunicorn + worker), `settings`
-    the deployment's own GATEWAY_* variables."""
+    """One end-to-end run on a fresh database; `mode` is one of `GatewayStack.deploy`'s, `settings` the
+    deployment's own GATEWAY_* variables."""
     ctx.sims.reset()
     with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
         stack = GatewayStack(url, ctx.sims, ctx.workdir, dict(settings or {}))
-        with running(stack.serve() if mode == "serve" else stack.api_only()):
-            if mode == "split":
-                stack.worker()
+        with running(stack.deploy(mode)):
             api = Api(stack.port, stack.key)
             cpu = stack.cpu_seconds(), ctx.sims.cpu_seconds()
             start = time.time()
@@ -107,10 +105,12 @@ class Variant:
 
 # The deployments: the embedded one with the default settings and with more sends in flight (the default,
 # 64, stays under providers' concurrency limits such as Twilio's; more in flight means bigger batches of
-# claims and records, so less work a message), and the scale-out one.
+# claims and records, so less work a message), the embedded one with a `gateway worker` beside it on the
+# same SQLite file (a second process, so a second CPU, for the dispatching), and the scale-out one.
 VARIANTS = {
     "gateway-sqlite-serve": Variant("sqlite", "serve"),
     "gateway-sqlite-serve-512": Variant("sqlite", "serve", {"GATEWAY_DISPATCH_CONCURRENCY": "512"}),
+    "gateway-sqlite-serve-worker": Variant("sqlite", "serve+worker"),
     "gateway-postgres-split": Variant("postgres", "split"),
 }
 

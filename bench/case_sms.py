@@ -48,9 +48,7 @@ def gateway_run(
     bodies = [{"to": {"phone": p}, "content": {"text": TEXT.format(i=i)}} for i, p in enumerate(phones)]
     with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
         stack = GatewayStack(url, ctx.sims, ctx.workdir, dict(settings or {}))
-        with running(stack.serve() if mode == "serve" else stack.api_only()):
-            if mode == "split":
-                stack.worker()
+        with running(stack.deploy(mode)):
             api = Api(stack.port, stack.key)
             watcher = watch(stack) if watch else None
             cpu = stack.cpu_seconds(), ctx.sims.cpu_seconds()

@@ -18,6 +18,7 @@ SENDER_EMAIL = "gateway@bench.test"
 # Same server settings for the gateway and the baseline app.
 GUNICORN_WORKERS = 2
 GUNICORN_THREADS = 4
+MODES = ("serve", "serve+worker", "split")
 
 
 def postgres_schema_url(base: str, schema: str) -> str:
@@ -118,6 +119,19 @@ class GatewayStack:
         proc = spawn("gateway-worker", argv, self.env(), self.workdir, log_says(log, "running"))
         self.procs.append(proc)
         return proc
+
+    def deploy(self, mode: str) -> GatewayStack:
+        """Start a deployment: `serve` (one process), `serve+worker` (a `gateway worker` beside it, on the
+        same database: the dispatching spread over two processes), or `split` (gunicorn API + a worker)."""
+        if mode not in MODES:
+            raise ValueError(f"unknown deployment mode {mode!r}")
+        if mode == "split":
+            self.api_only()
+        else:
+            self.serve()
+        if mode != "serve":
+            self.worker()
+        return self
 
     def cpu_seconds(self) -> float:
         """CPU time the gateway's processes (gunicorn's workers included) have used so far."""

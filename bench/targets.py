@@ -9,6 +9,7 @@ ISSUE_NOTIFME_BEST = 410.0
 GATEWAY_LABELS = {
     "gateway-sqlite-serve": "gateway serve, SQLite",
     "gateway-sqlite-serve-512": "gateway serve, SQLite, 512 sends in flight",
+    "gateway-sqlite-serve-worker": "gateway serve + gateway worker, SQLite",
     "gateway-postgres-split": "gunicorn + gateway worker, PostgreSQL",
 }
 

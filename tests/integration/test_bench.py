@@ -118,12 +118,13 @@ def test_the_dispatch_cases_record_the_cpu_a_message_of_every_sender_and_of_the_
     assert "| gateway serve, SQLite | " in report.split("CPU time a message, in ms")[1]
 
 
-def test_the_embedded_gateway_is_measured_with_default_settings_and_with_more_sends_in_flight(
+def test_the_embedded_gateway_is_measured_with_default_settings_more_sends_in_flight_and_a_worker(
     quick_run: tuple[dict[str, Any], Path],
 ) -> None:
     results, out = quick_run
     email, sms = results["cases"]["email"], results["cases"]["sms"]
     wide = {"database": "sqlite", "mode": "serve", "settings": {"GATEWAY_DISPATCH_CONCURRENCY": "512"}}
+    beside = {"database": "sqlite", "mode": "serve+worker", "settings": {}}
     for case in (email, sms):
         assert case["deployments"]["gateway-sqlite-serve"] == {
             "database": "sqlite",
@@ -131,14 +132,17 @@ def test_the_embedded_gateway_is_measured_with_default_settings_and_with_more_se
             "settings": {},
         }
         assert case["deployments"]["gateway-sqlite-serve-512"] == wide
-    assert email["rates"]["gateway-sqlite-serve-512"]["median"] > 0
-    assert email["ratios"]["gateway-sqlite-serve-512"]["smtplib"]["median"] > 0
-    for row in sms["latencies"].values():
-        assert row["ratios"]["gateway-sqlite-serve-512"]["median"] > 0
+        assert case["deployments"]["gateway-sqlite-serve-worker"] == beside
+    for name in ("gateway-sqlite-serve-512", "gateway-sqlite-serve-worker"):
+        assert email["rates"][name]["median"] > 0
+        assert email["ratios"][name]["smtplib"]["median"] > 0
+        for row in sms["latencies"].values():
+            assert row["ratios"][name]["median"] > 0
     report = (out / "bench.md").read_text()
     line = (
         "Gateway deployments: gateway serve, SQLite: default settings; gateway serve, SQLite, 512 sends in "
-        "flight: `GATEWAY_DISPATCH_CONCURRENCY=512`."
+        "flight: `GATEWAY_DISPATCH_CONCURRENCY=512`; gateway serve + gateway worker, SQLite: default "
+        "settings."
     )
     assert report.count(line) == 2  # under the email and the SMS section's heading
     # Every gateway run waited for its messages' status callbacks: when the last was applied, and what a
@@ -151,7 +155,11 @@ def test_the_embedded_gateway_is_measured_with_default_settings_and_with_more_se
             assert cpu["own"]["median"] >= until_last_send["own"]["median"], (cpu, until_last_send)
     assert report.count("| who | last callback applied, s | CPU a message until then, ms |") == 2
     # The targets name the deployment that did best.
-    labels = {"gateway serve, SQLite", "gateway serve, SQLite, 512 sends in flight"}
+    labels = {
+        "gateway serve, SQLite",
+        "gateway serve, SQLite, 512 sends in flight",
+        "gateway serve + gateway worker, SQLite",
+    }
     sms_targets = [t for t in results["targets"] if t["case"] == "sms"]
     assert sms_targets and all(t["how"] in labels for t in sms_targets), sms_targets
 
