@@ -188,6 +188,8 @@ class SmtpSimulator:
         assert isinstance(parsed, EmailMessage)
         record: dict[str, Any] = {
             "mail_from": envelope.mail_from,
+            "mail_options": list(envelope.mail_options),
+            "size": len(raw),  # the message's bytes as sent after DATA, dot-stuffing undone
             "rcpt_tos": list(envelope.rcpt_tos),
             "subject": None if parsed["Subject"] is None else str(parsed["Subject"]),
             "text": _body(parsed, "plain"),

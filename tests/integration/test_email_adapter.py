@@ -135,6 +135,28 @@ def test_concurrent_sends_stay_within_pool(sim: SmtpSimulator) -> None:
     assert 1 <= sim.connections <= settings.smtp_pool_size
 
 
+def test_messages_on_a_greeted_connection_go_out_as_the_first_did(sim: SmtpSimulator) -> None:
+    # The first message on a connection goes through aiosmtplib's sendmail (which greets the server); the
+    # next ones through the channel's own MAIL, RCPT and DATA: the same envelope, SIZE and content.
+    texts = ["Your code is 123456.", "line\n.starts with a dot\nend", "Third one."]
+
+    async def scenario() -> None:
+        async with opened(make_settings(sim.port)) as channel:
+            for i, text in enumerate(texts):
+                await channel.send(make_message(f"user{i}@example.test", text=text))
+
+    asyncio.run(scenario())
+
+    assert sim.connections == 1
+    for i, text in enumerate(texts):
+        [received] = sim.received_for(f"user{i}@example.test")
+        assert received["mail_from"] == SENDER
+        assert received["rcpt_tos"] == [f"user{i}@example.test"]
+        assert received["mail_options"] == [f"SIZE={received['size']}"]
+        assert received["text"].strip() == text
+
+
+@pytest.mark.parametrize("greeted", [False, True], ids=["new-connection", "greeted-connection"])
 @pytest.mark.parametrize(
     ("address", "kind", "code"),
     [
@@ -144,9 +166,13 @@ def test_concurrent_sends_stay_within_pool(sim: SmtpSimulator) -> None:
         ("busy@example.test", ErrorKind.TRANSIENT, "451"),
     ],
 )
-def test_refusals_are_classified(sim: SmtpSimulator, address: str, kind: ErrorKind, code: str) -> None:
+def test_refusals_are_classified(
+    sim: SmtpSimulator, address: str, kind: ErrorKind, code: str, greeted: bool
+) -> None:
     async def scenario() -> ChannelError:
         async with opened(make_settings(sim.port)) as channel:
+            if greeted:  # the refusal comes in the channel's own mail transaction, not sendmail's
+                await channel.send(make_message("before@example.test"))
             error = await send_error(channel, address)
             # A refused recipient leaves the connection usable for the next message.
             await channel.send(make_message("after@example.test"))
