@@ -57,7 +57,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         env=env,
         capture_output=True,
         text=True,
-        timeout=1800,  # only a guard against a hang: the quick run takes about a minute on a quiet machine
+        timeout=1800,  # only a guard against a hang: the quick run takes one to three minutes, by the machine
     )
     assert done.returncode == 0, done.stderr[-6000:]
     return json.loads((out / "quick.json").read_text()), out
