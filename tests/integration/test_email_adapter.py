@@ -202,11 +202,14 @@ def test_fail_times_fails_then_accepts(sim: SmtpSimulator) -> None:
     assert len(sim.received_for(address)) == 1
 
 
-def test_421_discards_the_connection(sim: SmtpSimulator) -> None:
+@pytest.mark.parametrize("greeted", [False, True], ids=["new-connection", "greeted-connection"])
+def test_421_discards_the_connection(sim: SmtpSimulator, greeted: bool) -> None:
     sim.set_behaviour("closing@example.test", Behaviour(reply="421 4.3.2 Shutting down"))
 
     async def scenario() -> ChannelError:
         async with opened(make_settings(sim.port)) as channel:
+            if greeted:  # the 421 comes in the channel's own mail transaction, not sendmail's
+                await channel.send(make_message("before@example.test"))
             error = await send_error(channel, "closing@example.test")
             await channel.send(make_message("next@example.test"))
             return error
