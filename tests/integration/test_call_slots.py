@@ -111,17 +111,26 @@ def test_slow_calls_hold_fewer_claims_so_none_waits_too_long(start: Any, twilio:
 def test_a_claim_that_waited_too_long_for_a_slot_expires_and_is_sent_once(
     start: Any, twilio: TwilioSimulator
 ) -> None:
-    # One call at a time, 1.5 s each, and a 2 s lease, of which a claim may spend 1 s waiting for its call
-    # slot: the dispatcher holds the claim in its call and one more (the fewest it holds), which starts
-    # 1.5 s after its claim, so it waits for it to expire. Until it has, it still counts against the claims
-    # the dispatcher may hold.
-    numbers = [f"+1415555{3100 + i}" for i in range(4)]
-    for number in numbers:
-        twilio.set_behaviour(number, Behaviour("deliver", latency=1.5))
+    # One call at a time and a 2 s lease, of which a claim may spend 1 s waiting for its call slot. The first
+    # message's call takes 1.5 s; the others, sent once it is under way, 0.1 s. The dispatcher holds the
+    # claim in the call and one more (the fewest it holds), which would start after its 1 s, so it waits for
+    # it to expire; until it has, it still counts against the claims the dispatcher may hold. (With a lease
+    # this short a claim that waited almost 1 s may still be used, and a 1.5 s call would then outlast its
+    # lease, so only the message that never waits is slow.)
+    slow, *fast = [f"+1415555{3100 + i}" for i in range(4)]
+    twilio.set_behaviour(slow, Behaviour("deliver", latency=1.5))
+    for number in fast:
+        twilio.set_behaviour(number, Behaviour("deliver", latency=0.1))
+    numbers = [slow, *fast]
     local = start(dispatch_concurrency="1", dispatch_lease="2s")
     counted = metrics.CLAIMS_ABANDONED._value.get()  # process-wide: earlier tests may have counted some
     with watching_claims(local) as most:
-        ids = send(local, numbers)
+        ids = send(local, [slow])
+        deadline = time.monotonic() + 10
+        while twilio.in_flight == 0:  # the slow call is under way
+            assert time.monotonic() < deadline, "the first message was not sent"
+            time.sleep(0.005)
+        ids += send(local, fast)
         for message_id in ids:
             wait_for(local, message_id, status_is("delivered"), timeout=40)
     assert local.dispatcher is not None and local.dispatcher.abandoned >= 1
