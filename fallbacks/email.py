@@ -116,6 +116,11 @@ def _keeps_connection(exc: BaseException) -> bool:
     return isinstance(exc, aiosmtplib.SMTPRecipientsRefused | aiosmtplib.SMTPNotSupported | ValueError)
 
 
+def _plain_mailbox(address: str) -> bool:
+    """Whether an address goes on a MAIL or RCPT command line as it is: ASCII, nothing aiosmtplib refuses."""
+    return address.isascii() and not _NOT_ON_A_COMMAND_LINE.search(address)
+
+
 def _checked_address(address: str) -> str:
     """Return the bare addr-spec, or raise invalid_address before touching the network."""
     bare = address.strip()
@@ -160,6 +165,7 @@ class EmailChannel(Channel):
         sender = settings.smtp_from or ""
         self._sender = parseaddr(sender)[1] or sender
         self._domain = self._sender.rpartition("@")[2] or "localhost"
+        self._plain_sender = _plain_mailbox(self._sender)  # `_mail_transaction` can put it on MAIL as it is
         # The semaphore caps live connections: only a slot holder that finds no idle one connects.
         self._slots = asyncio.Semaphore(settings.smtp_pool_size)
         self._idle: list[aiosmtplib.SMTP] = []
@@ -323,20 +329,16 @@ class EmailChannel(Channel):
         if not isinstance(email_message, bytes):
             refused, _ = await client.send_message(email_message, sender=self._sender, recipients=[address])
             return refused
-        if client.is_ehlo_or_helo_needed or not self._plain_envelope(address):
+        if client.is_ehlo_or_helo_needed or not (self._plain_sender and _plain_mailbox(address)):
             refused, _ = await client.sendmail(self._sender, [address], email_message)
             return refused
         await self._mail_transaction(client, email_message, address)
         return {}
 
-    def _plain_envelope(self, address: str) -> bool:
-        """Whether both addresses go on the command lines as they are (what `_mail_transaction` needs)."""
-        return all(a.isascii() and not _NOT_ON_A_COMMAND_LINE.search(a) for a in (self._sender, address))
-
     async def _mail_transaction(self, client: aiosmtplib.SMTP, content: bytes, address: str) -> None:
         """MAIL, RCPT and DATA as `SMTP.sendmail` sends them for one recipient on a greeted connection,
         RSET after a refusal included, without parsing the two addresses again four times (each parse
-        about 20 µs; checked once already: `_checked_address`, `_plain_envelope`)."""
+        about 20 µs; checked once already: `_checked_address`, `_plain_mailbox`)."""
         size = [b"SIZE=%d" % len(content)] if client.supports_extension("size") else []  # lines end in CRLF
         try:
             answer = await client.execute_command(b"MAIL", b"FROM:<%s>" % self._sender.encode(), *size)
