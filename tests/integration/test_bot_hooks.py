@@ -22,7 +22,8 @@ from gateway.simulators.line import LineSimulator
 from gateway.simulators.telegram import TelegramSimulator
 from tests.conftest import Receiver, eventually
 
-Answer = tuple[int, Any, float]  # HTTP status, JSON body (None: empty), seconds to wait first
+# HTTP status, JSON body (None: empty), and seconds to wait first or an event to wait for (at most 10 s).
+Answer = tuple[int, Any, "float | threading.Event"]
 
 
 class Bot:
@@ -31,6 +32,7 @@ class Bot:
     def __init__(self, decide: Callable[[dict[str, Any], int], Answer]) -> None:
         self.decide = decide
         self.calls: list[tuple[dict[str, Any], float]] = []
+        self.answered = 0  # calls answered (or given up on by the gateway)
         self._lock = threading.Lock()
         bot = self
 
@@ -43,8 +45,11 @@ class Bot:
                 with bot._lock:
                     bot.calls.append((event, time.monotonic()))
                     nth = sum(1 for e, _ in bot.calls if e["id"] == event["id"])
-                status, body, delay = bot.decide(event, nth)
-                time.sleep(delay)
+                status, body, wait = bot.decide(event, nth)
+                if isinstance(wait, threading.Event):
+                    wait.wait(10)
+                else:
+                    time.sleep(wait)
                 payload = b"" if body is None else json.dumps(body).encode()
                 try:
                     self.send_response(status)
@@ -54,6 +59,8 @@ class Bot:
                     self.wfile.write(payload)
                 except OSError:  # the gateway stopped waiting
                     pass
+                with bot._lock:
+                    bot.answered += 1
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/bot"
@@ -159,14 +166,14 @@ def test_a_slow_or_failing_bot_hook_changes_nothing_and_blocks_nothing(
         event_backoff="30s",
     )
     telegram.connect(local.url)
-    slow = bots(lambda event, nth: (200, {"reply": {"text": "too slow"}}, 2.0))
+    # The slow bot answers only when the test lets it: long after the gateway (0.4 s) stopped waiting.
+    release = threading.Event()
+    slow = bots(lambda event, nth: (200, {"reply": {"text": "too slow"}}, release))
     failing = bots(lambda event, nth: (500, {"reply": {"text": "broken"}}, 0.0))
     slow_hook, failing_hook = subscribe(local, slow.url), subscribe(local, failing.url)
     subscribe(local, receiver.url, respond=False)
 
-    started = time.monotonic()
-    assert telegram.user_message("7401", "anyone there?") == 200
-    assert time.monotonic() - started < 1.0  # answered long before the slow bot (2 s) says anything
+    assert telegram.user_message("7401", "anyone there?") == 200  # answered while the slow bot holds on
     contact = contact_by(local, "identity=telegram:7401")
     [event] = eventually(lambda: receiver.events("message.inbound"), timeout=3)
     assert event["data"]["text"] == "anyone there?"
@@ -176,11 +183,13 @@ def test_a_slow_or_failing_bot_hook_changes_nothing_and_blocks_nothing(
     assert telegram.user_message("7402", "second person") == 200  # another contact is not held up
     eventually(lambda: len(receiver.events("message.inbound")) == 2, timeout=3)
 
-    time.sleep(2.2)  # the slow bot has answered by now, long after the gateway stopped waiting
+    given_up = eventually(lambda: len([d for d in deliveries_to(local, slow_hook) if d.tries]) == 2)
+    assert given_up and slow.answered == 0  # the gateway gave up on both while the bot held its answers
+    [slow_delivery] = [d for d in deliveries_to(local, slow_hook) if d.contact_id == contact]
+    release.set()
+    eventually(lambda: slow.answered == 2)
+    time.sleep(0.3)  # what the late answer could have started has had time to happen
     assert messages_of(local, contact) == [] and telegram.snapshot() == []
-    [slow_delivery] = eventually(
-        lambda: [d for d in deliveries_to(local, slow_hook) if d.tries and d.contact_id == contact]
-    )
     assert not slow_delivery.delivered and "Timeout" in (slow_delivery.last_error or "")
     assert slow_delivery.due_at is not None  # retried like any event
     [failed_delivery] = [d for d in deliveries_to(local, failing_hook) if d.contact_id == contact]
