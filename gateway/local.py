@@ -130,6 +130,9 @@ class LocalGateway:
             for channel in list(getattr(self._server, "_map", {}).values()):
                 channel.close()
             self._server.close()
+            # Requests still being handled finish before the engine goes: a connection given back to a
+            # disposed pool would never be closed. Their threads end too (up to 5 s).
+            self._server.task_dispatcher.shutdown(timeout=5)
         if self.inbound_email is not None:
             self.inbound_email.stop()
         if self.dispatcher is not None:
