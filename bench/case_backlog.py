@@ -2,7 +2,8 @@
 
 Queueing N messages through the API would take longer than draining them, so one message is accepted
 through the real API (an API-only gateway, no dispatcher) and copied N-1 times in SQL: every copy has its
-own message id, attempt id and address and is otherwise the row the API wrote. The drain rate is measured
+own message id, attempt id and address and is otherwise the row the API wrote. The copies' ids sort in the
+order they were queued, as the API's time-sortable ids do. The drain rate is measured
 at the sink (first to last message received); the worker's peak RSS is its VmHWM just before it stops.
 """
 
@@ -30,6 +31,14 @@ def _copy_sql(table: str, columns: list[str], replace: dict[str, str]) -> str:
     )
 
 
+def copy_id(dialect: str, prefix: str) -> str:
+    """SQL for the id of copy n: shaped like `gateway.ids.new_id` (prefix, 10 characters of time, 16 more)
+    and sorting in the order of the copies, as ids of messages accepted one after the other do, so that the
+    copies sit in the primary-key index where the API's own messages would."""
+    counter = "printf('%016d', series.n)" if dialect == "sqlite" else "lpad(CAST(series.n AS TEXT), 16, '0')"
+    return f"'{prefix}_' || '0000000000' || {counter}"
+
+
 def enqueue(url: str, template_id: str, count: int, email: bool = True) -> None:
     """Copy the accepted template message (and its attempt) `count` times; emails get their own address."""
     engine = create_engine(url)
@@ -45,15 +54,13 @@ def enqueue(url: str, template_id: str, count: int, email: bool = True) -> None:
             )
             attempt_id = row.scalar_one()
             n = "CAST(series.n AS VARCHAR(12))"
+            message_id, attempt_id_sql = copy_id(conn.dialect.name, "msg"), copy_id(conn.dialect.name, "att")
             message_sql = _copy_sql(
                 "message",
                 message_cols,
-                {
-                    "id": f"'msg_backlog' || {n}",
-                    "current_attempt_id": f"'att_backlog' || {n}",
-                },
+                {"id": message_id, "current_attempt_id": attempt_id_sql},
             )
-            attempt_replace = {"id": f"'att_backlog' || {n}", "message_id": f"'msg_backlog' || {n}"}
+            attempt_replace = {"id": attempt_id_sql, "message_id": message_id}
             if email:
                 attempt_replace["address"] = f"'backlog' || {n} || '@example.test'"
             attempt_sql = _copy_sql("attempt", attempt_cols, attempt_replace)
