@@ -298,7 +298,7 @@ def test_messenger_read_watermark_marks_earlier_messages_read(start: Start, meta
     )
     wait_for(local, sent["id"], "delivered")
     assert meta.mark_read("messenger", psid) == 200
-    wait_for(local, sent["id"], "read", timeout=2)
+    wait_for(local, sent["id"], "read")
 
 
 def test_handshake_signatures_and_unknown_statuses(start: Start, meta: MetaSimulator) -> None:
