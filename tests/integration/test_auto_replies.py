@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from sqlmodel import Session, col, create_engine, select
 
+from gateway import store
 from gateway.local import LocalGateway
 from gateway.models import AutoReplyRule, AutoReplySent
 from gateway.simulators.twilio import TwilioSimulator, twilio_signature
@@ -39,11 +40,9 @@ def inbound_sms(local: LocalGateway, twilio: TwilioSimulator, sender: str, text:
 
 def answered_back(local: LocalGateway, rule_id: str, by: timedelta) -> None:
     """Move the times `rule_id` last answered each contact `by` into the past."""
-    with Session(local.gw.engine) as session:
+    with store.transaction(local.gw.engine) as session:
         for row in session.exec(select(AutoReplySent).where(col(AutoReplySent.rule_id) == rule_id)):
             row.sent_at -= by
-            session.add(row)
-        session.commit()
 
 
 def contact_id(local: LocalGateway, phone: str) -> str:
