@@ -6,6 +6,7 @@ Beside each rate: the CPU time a message of the sender's own processes and of th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +41,23 @@ def submit(api: Api, bodies: list[dict[str, Any]]) -> None:
 
 
 def gateway_run(
-    ctx: Context, db: str, n: int, tag: str, mode: str = "serve", settings: dict[str, str] | None = None
+    ctx: Context,
+    db: str,
+    n: int,
+    tag: str,
+    mode: str = "serve",
+    settings: dict[str, str] | None = None,
+    watch: Callable[[GatewayStack], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """One end-to-end run on a fresh database; `mode` is one of `GatewayStack.deploy`'s, `settings` the
-    deployment's own GATEWAY_* variables."""
+    deployment's own GATEWAY_* variables; `watch` sees the started stack and returns what to call at the
+    end (as in `case_sms.gateway_run`)."""
     ctx.sims.reset()
     with fresh_database(db, ctx.workdir, ctx.postgres_url) as url:
         stack = GatewayStack(url, ctx.sims, ctx.workdir, dict(settings or {}))
         with running(stack.deploy(mode)):
             api = Api(stack.port, stack.key)
+            watcher = watch(stack) if watch else None
             cpu = stack.cpu_seconds(), ctx.sims.cpu_seconds()
             start = time.time()
             submit(api, email_bodies(f"gw{tag}-", n))
@@ -56,6 +65,8 @@ def gateway_run(
             seen = ctx.sims.wait_smtp(n, timeout=60 + n / 20)
             used = stack.cpu_seconds() - cpu[0], ctx.sims.cpu_seconds() - cpu[1]
             api.close()
+            if watcher is not None:
+                watcher()
     return {
         "rate": rate(n, start, seen["last"]),
         "accept_s": accepted - start,

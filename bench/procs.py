@@ -119,7 +119,7 @@ class Proc:
         except OSError:
             pass
         try:
-            import psutil
+            import psutil  # type: ignore[import-untyped]
 
             return float(psutil.Process(self.pid).memory_info().rss) / 2**20
         except Exception:  # noqa: BLE001 - memory is a bonus figure, never a reason to fail a run

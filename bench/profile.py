@@ -1,6 +1,7 @@
 """Where the gateway spends its time: py-spy samples a `gateway worker` draining a queued backlog of
-emails, then of SMS, `gateway serve` taking SMS end to end (accepts, sends, status callbacks; with each
-thread's share), and gunicorn's workers accepting messages (SQLite), outside the timed runs.
+emails, then of SMS, `gateway serve` taking emails end to end as in the email case and SMS end to end
+(accepts, sends, status callbacks), both with each thread's share, and gunicorn's workers accepting
+messages (SQLite), outside the timed runs.
 `python -m bench --profile` adds the summaries to the results and flame graphs beside the report's charts
 (docs/benchmarks/ for the default report).
 
@@ -17,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import case_sms
+from bench import case_email, case_sms
 from bench.case_backlog import drain_run
 from bench.context import Context
 from bench.procs import PYTHON, clean_env, run_json
@@ -139,6 +140,22 @@ def profile_accept(ctx: Context, seconds: float, outdir: Path) -> dict[str, Any]
     return _finish(summary, svg)
 
 
+def profile_serve_email(ctx: Context, n: int, outdir: Path) -> dict[str, Any]:
+    """`gateway serve` as in the email case with the default settings: accepting n emails through the
+    batch API and sending them into the sink in one process, until the last one arrived."""
+    raw, svg = ctx.workdir / "profile-serve-email.txt", outdir / "profile-serve-email.svg"
+    ctx.log(f"profile: gateway serve taking {n:,} emails end to end under py-spy")
+
+    def watch(stack: GatewayStack) -> Any:
+        return _record(stack.procs[0].pid, raw, svg, threads=True)
+
+    result = case_email.gateway_run(ctx, "sqlite", n, "profile", watch=watch)
+    summary = summarise(raw)
+    summary["rate_under_profiler"] = result["rate"]
+    summary["what"] = f"gateway serve taking {n:,} emails end to end (SQLite), by thread too"
+    return _finish(summary, svg)
+
+
 def profile_serve_sms(ctx: Context, n: int, outdir: Path) -> dict[str, Any]:
     """`gateway serve` as in the SMS case at 0 ms latency, where its target is missed: accepting, sending
     and taking the status callbacks of n SMS in one process, until the last callback is applied."""
@@ -162,6 +179,7 @@ def run(ctx: Context, outdir: Path) -> dict[str, Any]:
     outdir.mkdir(parents=True, exist_ok=True)
     n = ctx.sizes["profile"]["n"]
     out = {channel: profile_drain(ctx, channel, n, outdir) for channel in ("email", "sms")}
+    out["serve-email"] = profile_serve_email(ctx, n, outdir)
     out["serve-sms"] = profile_serve_sms(ctx, n, outdir)
     out["accept"] = profile_accept(ctx, ctx.sizes["profile"].get("accept_seconds", 8), outdir)
     return out

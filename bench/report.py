@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.stats import fmt, fmt_figure
+from bench.stats import figure, fmt, fmt_figure
 from bench.targets import GATEWAY_LABELS
 
 NOTES = Path(__file__).resolve().parent / "notes.md"
@@ -21,7 +21,7 @@ PEER_LABELS = {
 def _minutes(results: dict[str, Any]) -> float:
     """The full run's length: the cases' own durations when they were measured in separate invocations."""
     timed = [c["measured"]["seconds"] for c in results["cases"].values() if "measured" in c]
-    return (sum(timed) if timed else results["duration_s"]) / 60
+    return float(sum(timed) if timed else results["duration_s"]) / 60
 
 
 def label(name: str) -> str:
@@ -93,20 +93,35 @@ def _email(data: dict[str, Any]) -> str:
         ]
         rows.append([label(name), f"{data['n'][name]:,}", fmt_figure(fig), *ratios])
     skipped = "".join(f"\n{k} was skipped: {v}.\n" for k, v in (data.get("skipped") or {}).items())
-    cpu = _cpu(data.get("cpu_ms_per_message"), "the SMTP sink")
+    cpu = _cpu(data.get("cpu_ms_per_message"), "the SMTP sink", data["rates"])
     return _deployments(data) + table(header, rows) + skipped + cpu
 
 
-def _cpu(figures: dict[str, Any] | None, simulator: str) -> str:
-    """CPU milliseconds a message, of the sender's own processes and of the simulators' process."""
+def _cpu(figures: dict[str, Any] | None, simulator: str, rates: dict[str, Any]) -> str:
+    """CPU milliseconds a message, of the sender's own processes and of the simulators' process, and how
+    many CPUs the sender's processes kept busy (a run's CPU a message times its rate)."""
     if not figures:
         return ""
     rows = [
-        [label(name), fmt_figure(parts["own"], 2), fmt_figure(parts["simulator"], 2)]
+        [
+            label(name),
+            fmt_figure(parts["own"], 2),
+            fmt_figure(_busy(parts["own"], rates.get(name)), 2),
+            fmt_figure(parts["simulator"], 2),
+        ]
         for name, parts in figures.items()
     ]
-    text = "\nCPU time a message, in ms (from the first request until the last message arrived):\n\n"
-    return text + table(["who", "its own processes", f"{simulator} (simulators' process)"], rows)
+    text = "\nCPU time a message, in ms (from the first request until the last message arrived), and the "
+    text += "CPUs the sender's processes kept busy meanwhile (a process's Python runs on one at a time):\n\n"
+    head = ["who", "its own processes", "CPUs busy", f"{simulator} (simulators' process)"]
+    return text + table(head, rows)
+
+
+def _busy(cpu_ms: dict[str, Any], rate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """CPUs kept busy, run by run: CPU ms a message times messages a second (runs in the same order)."""
+    if not rate or len(rate.get("runs", [])) != len(cpu_ms.get("runs", [])):
+        return None
+    return figure([ms * per_s / 1000 for ms, per_s in zip(cpu_ms["runs"], rate["runs"], strict=True)], "CPUs")
 
 
 def _sms(data: dict[str, Any]) -> str:
@@ -118,7 +133,7 @@ def _sms(data: dict[str, Any]) -> str:
             rows.append([label(name), f"{row['n'][name]:,}", fmt_figure(fig), ratio])
         out.append(f"**{ms} simulated provider latency**\n\n")
         out.append(table(["who", "N", "messages/s", "gateway / SDK loop"], rows))
-        out.append(_cpu(row.get("cpu_ms_per_message"), "the Twilio simulator"))
+        out.append(_cpu(row.get("cpu_ms_per_message"), "the Twilio simulator", row["rates"]))
         out.append(_receipts(row))
     return "\n".join(out)
 

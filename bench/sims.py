@@ -95,7 +95,7 @@ def serve(smtp_port: int, twilio_port: int, control_port: int) -> None:
     smtp.start()
     # A gateway commit measured with --gateway-ref may predate `post_callback`: its receipts go unrecorded.
     recorded = hasattr(TwilioSimulator, "post_callback")
-    options = {"callback_workers": CALLBACK_WORKERS} if recorded else {}
+    options: dict[str, Any] = {"callback_workers": CALLBACK_WORKERS} if recorded else {}
     twilio = RecordingTwilio(port=twilio_port, **options).start()
 
     class Control(BaseHTTPRequestHandler):

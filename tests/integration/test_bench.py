@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,14 @@ def test_the_dispatch_cases_record_the_cpu_a_message_of_every_sender_and_of_the_
         assert cpu["gateway-sqlite-serve"]["simulator"]["median"] > 0, cpu
     report = (out / "bench.md").read_text()
     assert report.count("CPU time a message, in ms") == 1 + len(sms["latencies"])
-    assert "| gateway serve, SQLite | " in report.split("CPU time a message, in ms")[1]
+    email_table = report.split("CPU time a message, in ms")[1]
+    assert "| who | its own processes | CPUs busy | the SMTP sink (simulators' process) |" in email_table
+    # CPUs busy: each run's CPU a message times its rate, so the serve row's cell is that run's product.
+    serve_cpu = email["cpu_ms_per_message"]["gateway-sqlite-serve"]["own"]["runs"]
+    serve_rate = email["rates"]["gateway-sqlite-serve"]["runs"]
+    busy = [ms * r / 1000 for ms, r in zip(serve_cpu, serve_rate, strict=True)]
+    row = next(line for line in email_table.splitlines() if line.startswith("| gateway serve, SQLite | "))
+    assert row.split(" | ")[2].split(" ")[0] == f"{statistics.median(busy):.2f}", (row, busy)
 
 
 def test_the_embedded_gateway_is_measured_with_default_settings_more_sends_in_flight_and_a_worker(
@@ -234,23 +242,25 @@ def test_a_profile_taken_by_thread_shares_the_samples_between_threads_and_pools(
 @pytest.mark.skipif(shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None, reason="no py-spy")
 def test_the_profile_samples_every_deployment_and_splits_gateway_serve_by_thread(tmp_path: Path) -> None:
     """`python -m bench --quick --cases none --profile`: the worker draining email and SMS, `gateway serve`
-    taking SMS end to end (with each thread's share) and gunicorn accepting, each summarised with its flame
-    graph beside the report."""
+    taking emails and SMS end to end (with each thread's share) and gunicorn accepting, each summarised with
+    its flame graph beside the report."""
     argv = [sys.executable, "-m", "bench", "--quick", "--cases", "none", "--profile"]
     argv += ["--out", str(tmp_path / "quick.json"), "--docs", str(tmp_path / "bench.md")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-6000:]
     profile = json.loads((tmp_path / "quick.json").read_text())["profile"]
-    assert set(profile) == {"email", "sms", "serve-sms", "accept"}
+    assert set(profile) == {"email", "sms", "serve-email", "serve-sms", "accept"}
     for name, summary in profile.items():
         assert summary["samples"] > 0 and summary["rate_under_profiler"] > 0, name
         assert (tmp_path / "bench" / summary["flamegraph"]).stat().st_size > 1000, name
-    threads = {row["thread"]: row["share"] for row in profile["serve-sms"]["threads"]}
-    assert {"dispatcher", "dispatcher-db", "waitress"} <= set(threads), threads
-    assert 0.99 <= sum(threads.values()) <= 1.01
     report = (tmp_path / "bench.md").read_text()
-    assert "](bench/profile-serve-sms.svg)" in report and "| `dispatcher-db` | " in report
+    for name in ("serve-email", "serve-sms"):
+        threads = {row["thread"]: row["share"] for row in profile[name]["threads"]}
+        assert {"dispatcher", "dispatcher-db", "waitress"} <= set(threads), (name, threads)
+        assert 0.99 <= sum(threads.values()) <= 1.01
+        assert f"](bench/profile-{name}.svg)" in report
+    assert report.count("| `dispatcher-db` | ") == 2
 
 
 def test_every_figure_is_a_median_with_its_spread(quick_run: tuple[dict[str, Any], Path]) -> None:
