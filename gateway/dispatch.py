@@ -38,7 +38,7 @@ from gateway.content import outgoing_for
 from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
 from gateway.models import Attempt, Event, EventDelivery
-from gateway.notify import DueListener
+from gateway.notify import listener_for
 from gateway.pacing import SharedPacer
 from gateway.progress import SendJob
 from gateway.services.provider_webhooks import apply_early_statuses
@@ -81,7 +81,7 @@ class Dispatcher:
             name: SharedPacer(gw, name, gw.settings.rate_for(name, ch.default_rate))
             for name, ch in self.channels.items()
         }
-        self._listener = DueListener(gw.engine, self.nudge) if store.is_postgres(gw.engine) else None
+        self._listener = listener_for(gw.engine, self.nudge)  # other processes' accepts wake it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._nudge_pending = False  # a wake-up was scheduled on the loop and has not run yet

@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN/NOTIFY: an accepted message wakes idle workers on other machines at once."""
+"""PostgreSQL LISTEN/NOTIFY: an accepted message wakes idle workers on other machines at once (on an SQLite
+file, `gateway.wake` does the same for the processes sharing it)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,31 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from gateway import metrics, wake
+
 CHANNEL = "gateway_due"
 log = logging.getLogger("gateway.notify")
 
 
 def notify_due(session: Session) -> None:
-    """Tell listening workers there is work (sent when the surrounding transaction commits)."""
-    if session.get_bind().dialect.name == "postgresql":
+    """Tell listening workers there is work, once the surrounding transaction commits: PostgreSQL's
+    NOTIFY, or on an SQLite file a wake-up to the other processes' dispatchers (`gateway.wake`)."""
+    engine = session.get_bind().engine
+    if engine.dialect.name == "postgresql":
         session.execute(text(f"NOTIFY {CHANNEL}"))
+        return
+    folder = wake.folder_for(engine)
+    if folder is not None:
+        metrics.after_commit(session, lambda: wake.wake_peers(folder))
+
+
+def listener_for(engine: Engine, wake_up: Callable[[], None]) -> DueListener | wake.WakeListener | None:
+    """What wakes a dispatcher on `engine` when another process makes work due (None: in-memory SQLite,
+    one process)."""
+    if engine.dialect.name == "postgresql":
+        return DueListener(engine, wake_up)
+    folder = wake.folder_for(engine)
+    return wake.WakeListener(folder, wake_up) if folder else None
 
 
 LISTEN_WAIT = 0.1  # seconds the LISTEN connection waits before it checks whether it should stop

@@ -50,6 +50,7 @@ from sqlmodel import Session, SQLModel, col, select
 from gateway import models
 from gateway import notify as due_notice
 from gateway.timeutil import add_seconds
+from gateway.wake import sqlite_file
 
 __all__ = ["IntegrityError"]
 
@@ -147,11 +148,10 @@ def _writer_lock(engine: Engine) -> _SqliteWriter | None:
     if engine.dialect.name != "sqlite":
         return None
     key = engine.url.render_as_string(hide_password=True)
-    database = engine.url.database
-    on_disk = bool(database) and database != ":memory:" and not str(database).startswith("file::memory:")
+    database = sqlite_file(engine)  # None: in memory, one process
     with _sqlite_writers_lock:
         if key not in _sqlite_writers:
-            _sqlite_writers[key] = _SqliteWriter(f"{database}.writer" if on_disk else None)
+            _sqlite_writers[key] = _SqliteWriter(f"{database}.writer" if database else None)
         return _sqlite_writers[key]
 
 
@@ -188,8 +188,8 @@ def insert_rows(
 ) -> None:
     """INSERT rows into several tables, in order, without ORM objects or the ORM's unit of work (every dict
     of a table has the same keys, the columns' defaults fill the rest; the rows are not in the session, and
-    later reads in the transaction load them from the database); with `notify`, NOTIFY listening workers
-    when the transaction commits (PostgreSQL).
+    later reads in the transaction load them from the database); with `notify`, wake listening workers
+    when the transaction commits (`gateway.notify.notify_due`).
 
     On PostgreSQL the write is one statement whatever the number of rows: each table's rows go as one JSON
     parameter, read by `json_populate_recordset` in an INSERT, the INSERTs being WITH clauses of

@@ -71,6 +71,67 @@ def test_worker_sends_what_an_api_only_process_accepted(
     assert twilio.sends_to("+14155550120") == 1
 
 
+def test_an_idle_worker_sends_at_once_what_another_process_accepted(
+    database_url: str, twilio: TwilioSimulator, tmp_path: Path
+) -> None:
+    """The worker's scheduler tick is an hour away and its loop sleeps up to a minute when idle, so only the
+    accept's wake-up (NOTIFY on PostgreSQL, `gateway.wake` on an SQLite file) gets the message out within
+    the test's 20 s."""
+    api = LocalGateway(
+        {
+            "database_url": database_url,
+            "twilio_account_sid": twilio.account_sid,
+            "twilio_auth_token": twilio.auth_token,
+            "twilio_from": "+14155550000",
+            "twilio_base_url": twilio.base_url,
+        },
+        with_dispatcher=False,
+    ).start()
+    (tmp_path / "empty.toml").write_text("")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "GATEWAY_CONFIG_FILE": str(tmp_path / "empty.toml"),
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_PUBLIC_URL": api.url,
+        "GATEWAY_TWILIO_ACCOUNT_SID": twilio.account_sid,
+        "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "GATEWAY_TWILIO_FROM": "+14155550000",
+        "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
+        "GATEWAY_DISPATCH_INTERVAL": "1h",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "worker"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:  # until it says it runs (its dispatcher and listener are up)
+            if "running" in line:
+                break
+        else:
+            raise AssertionError("the worker ended before it ran")
+        time.sleep(1.0)  # its first round has found nothing: it sleeps until woken
+        accepted = api.call(
+            "POST", "/v1/messages", {"to": {"phone": "+14155550121"}, "content": {"text": "wake"}}
+        )
+        assert accepted.status == 202
+        deadline = time.monotonic() + 20
+        while twilio.sends_to("+14155550121") == 0:
+            assert time.monotonic() < deadline, "the idle worker was not woken by the accept"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output = worker.communicate(timeout=30)[0]
+        api.stop()
+    assert worker.returncode == 0, output
+    assert twilio.sends_to("+14155550121") == 1
+
+
 def test_demo_runs_to_the_end_and_shows_every_journey(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "demo"],
