@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,13 +109,20 @@ def test_an_idle_worker_sends_at_once_what_another_process_accepted(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    try:
+    lines: list[str] = []
+    running = threading.Event()
+
+    def read() -> None:  # the worker's output, until it ends; `running` once it says it runs
         assert worker.stdout is not None
-        for line in worker.stdout:  # until it says it runs (its dispatcher and listener are up)
+        for line in worker.stdout:
+            lines.append(line)
             if "running" in line:
-                break
-        else:
-            raise AssertionError("the worker ended before it ran")
+                running.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert running.wait(60), "".join(lines)  # its dispatcher and wake-up listener are up
         time.sleep(1.0)  # its first round has found nothing: it sleeps until woken
         accepted = api.call(
             "POST", "/v1/messages", {"to": {"phone": "+14155550121"}, "content": {"text": "wake"}}
@@ -126,9 +134,12 @@ def test_an_idle_worker_sends_at_once_what_another_process_accepted(
             time.sleep(0.05)
     finally:
         worker.send_signal(signal.SIGTERM)
-        output = worker.communicate(timeout=30)[0]
+        worker.wait(30)
+        reader.join(10)
+        if worker.stdout is not None:
+            worker.stdout.close()
         api.stop()
-    assert worker.returncode == 0, output
+    assert worker.returncode == 0, "".join(lines)
     assert twilio.sends_to("+14155550121") == 1
 
 
