@@ -157,8 +157,8 @@ def profile_serve_email(ctx: Context, n: int, outdir: Path) -> dict[str, Any]:
 
 
 def profile_serve_sms(ctx: Context, n: int, outdir: Path) -> dict[str, Any]:
-    """`gateway serve` as in the SMS case at 0 ms latency, where its target is missed: accepting, sending
-    and taking the status callbacks of n SMS in one process, until the last callback is applied."""
+    """`gateway serve` as in the SMS case at 0 ms latency: accepting, sending and taking the status
+    callbacks of n SMS in one process, until the last callback is applied."""
     raw, svg = ctx.workdir / "profile-serve-sms.txt", outdir / "profile-serve-sms.svg"
     ctx.log(f"profile: gateway serve taking {n:,} SMS end to end under py-spy")
 
