@@ -17,9 +17,11 @@ from gateway.simulators.twilio import TwilioSimulator
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_worker_sends_what_an_api_only_process_accepted(
-    database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator, tmp_path: Path
-) -> None:
+def _api_only_and_worker(
+    database_url: str, twilio: TwilioSimulator, tmp_path: Path, interval: str
+) -> tuple[LocalGateway, subprocess.Popen[str]]:
+    """An API-only gateway (no dispatcher) in this process, and a `gateway worker` process on the same
+    database and Twilio simulator, its scheduler waking it every `interval` (its output: text, piped)."""
     api = LocalGateway(
         {
             "database_url": database_url,
@@ -41,7 +43,7 @@ def test_worker_sends_what_an_api_only_process_accepted(
         "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
         "GATEWAY_TWILIO_FROM": "+14155550000",
         "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
-        "GATEWAY_DISPATCH_INTERVAL": "0.2s",
+        "GATEWAY_DISPATCH_INTERVAL": interval,
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "worker"],
@@ -49,7 +51,15 @@ def test_worker_sends_what_an_api_only_process_accepted(
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
+    return api, worker
+
+
+def test_worker_sends_what_an_api_only_process_accepted(
+    database_url: str, twilio: TwilioSimulator, smtp: SmtpSimulator, tmp_path: Path
+) -> None:
+    api, worker = _api_only_and_worker(database_url, twilio, tmp_path, "0.2s")
     try:
         accepted = api.call(
             "POST", "/v1/messages", {"to": {"phone": "+14155550120"}, "content": {"text": "w"}}
@@ -65,7 +75,7 @@ def test_worker_sends_what_an_api_only_process_accepted(
             time.sleep(0.1)
     finally:
         worker.send_signal(signal.SIGTERM)
-        output = worker.communicate(timeout=30)[0].decode()
+        output = worker.communicate(timeout=30)[0]
         api.stop()
     assert worker.returncode == 0, output
     assert "worker" in output
@@ -78,37 +88,7 @@ def test_an_idle_worker_sends_at_once_what_another_process_accepted(
     """The worker's scheduler tick is an hour away and its loop sleeps up to a minute when idle, so only the
     accept's wake-up (NOTIFY on PostgreSQL, `gateway.wake` on an SQLite file) gets the message out within
     the test's 20 s."""
-    api = LocalGateway(
-        {
-            "database_url": database_url,
-            "twilio_account_sid": twilio.account_sid,
-            "twilio_auth_token": twilio.auth_token,
-            "twilio_from": "+14155550000",
-            "twilio_base_url": twilio.base_url,
-        },
-        with_dispatcher=False,
-    ).start()
-    (tmp_path / "empty.toml").write_text("")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "GATEWAY_CONFIG_FILE": str(tmp_path / "empty.toml"),
-        "GATEWAY_DATABASE_URL": database_url,
-        "GATEWAY_PUBLIC_URL": api.url,
-        "GATEWAY_TWILIO_ACCOUNT_SID": twilio.account_sid,
-        "GATEWAY_TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "GATEWAY_TWILIO_FROM": "+14155550000",
-        "GATEWAY_TWILIO_BASE_URL": twilio.base_url,
-        "GATEWAY_DISPATCH_INTERVAL": "1h",
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "worker"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    api, worker = _api_only_and_worker(database_url, twilio, tmp_path, "1h")
     lines: list[str] = []
     running = threading.Event()
 
