@@ -55,7 +55,12 @@ def wake_peers(folder: str) -> None:
     peers = [os.path.join(folder, name) for name in names if not name.startswith(own)]
     if not peers:
         return  # only this process's dispatcher, which is nudged directly (`gw.nudge`)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+    try:
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError as exc:  # out of file descriptors, say
+        log.debug("could not wake the dispatchers in %s: %r", folder, exc)
+        return
+    with sender:
         sender.setblocking(False)
         for path in peers:
             try:

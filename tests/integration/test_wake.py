@@ -100,3 +100,23 @@ def test_only_a_committed_transaction_wakes_the_other_processes(
         engine.dispose()
     memory = create_engine("sqlite://")
     assert wake.folder_for(memory) is None and notify.listener_for(memory, lambda: None) is None
+
+
+def test_a_wake_up_that_cannot_be_sent_is_dropped_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It runs after a commit: a failure there must not turn the committed transaction into an error."""
+    folder = tmp_path / "gateway.db.wake"
+    listener, woken = _listening(folder)
+    monkeypatch.setattr(wake, "_own_prefix", lambda: "another-process-")
+
+    def no_sockets(*_: object) -> socket.socket:
+        raise OSError(24, "Too many open files")
+
+    try:
+        monkeypatch.setattr(socket, "socket", no_sockets)  # the module gateway.wake makes its socket with
+        wake.wake_peers(str(folder))
+        assert not woken.wait(0.3)
+    finally:
+        monkeypatch.undo()
+        listener.stop()
