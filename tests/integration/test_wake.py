@@ -105,7 +105,8 @@ def test_only_a_committed_transaction_wakes_the_other_processes(
 def test_a_wake_up_that_cannot_be_sent_is_dropped_not_raised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """It runs after a commit: a failure there must not turn the committed transaction into an error."""
+    """`wake_peers` runs after a commit, where a failure could only be logged as a failed observation: one
+    that cannot be sent is dropped quietly (the receiver's scheduler tick makes up for it)."""
     folder = tmp_path / "gateway.db.wake"
     listener, woken = _listening(folder)
     monkeypatch.setattr(wake, "_own_prefix", lambda: "another-process-")
