@@ -1,10 +1,10 @@
 """SQLite's stand-in for NOTIFY: processes sharing one database file wake each other's dispatchers.
 
 A dispatcher on an SQLite file binds a Unix datagram socket in `<database>.wake/`, a folder beside the
-database (as its writer lock, `<database>.writer`). A transaction that made a message due sends, once it
-has committed, one byte to every other process's socket there, so a `gateway worker` beside `gateway
-serve` claims an accepted message at once instead of on its next scheduler tick. A wake-up is only a
-hint: a lost one costs at most that tick (`GATEWAY_DISPATCH_INTERVAL`), as before. A socket whose process
+database (as its writer lock, `<database>.writer`). An accept of a message due now sends, once its
+transaction has committed, one byte to every other process's socket there, so a `gateway worker` beside
+`gateway serve` claims an accepted message at once instead of on its next scheduler tick. A wake-up is only
+a hint: a lost one costs at most that tick (`GATEWAY_DISPATCH_INTERVAL`), as before. A socket whose process
 is gone (killed) answers "connection refused" and is removed by the first sender to find it.
 """
 
