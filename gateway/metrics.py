@@ -126,22 +126,19 @@ _PENDING = "after_commit_actions"  # session.info key: what waits for the sessio
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:
-    """Run `action` once the session's transaction commits (never if it rolls back).
-
-    One listener a session runs the actions in order: a listener registered per action cost more than
-    the counting it guards, with an observation per message of a batch.
-    """
+    """Run `action` once the session's transaction commits (never if it rolls back): `store.transaction`
+    runs the actions in order after the commit, once SQLite's writer has gone to the next in line; a
+    rollback drops those waiting (one listener a session: one per action cost more than the counting)."""
     pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
     if pending is None:
         session.info[_PENDING] = pending = []
-        sa_event.listen(session, "after_commit", _run_pending)
         sa_event.listen(session, "after_rollback", _drop_pending)
     pending.append(action)
 
 
-def _run_pending(session: Session) -> None:
-    actions: list[Callable[[], None]] = session.info.get(_PENDING) or []
-    session.info[_PENDING] = []
+def run_after_commit(session: Session) -> None:
+    """Run what waited for `session`'s commit (`after_commit`)."""
+    actions: list[Callable[[], None]] = session.info.pop(_PENDING, None) or []
     for action in actions:
         try:
             action()

@@ -245,6 +245,34 @@ def test_actions_wait_for_the_commit_run_in_order_and_are_dropped_by_a_rollback(
         engine.dispose()
 
 
+def test_what_waits_for_the_commit_runs_once_the_next_writer_may_go(tmp_path: Any) -> None:
+    """On SQLite a transaction holds the file's one writer: the actions after the commit run without it,
+    so another thread's transaction goes through while they run instead of waiting for them."""
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store.create_schema(engine)
+    other_went = threading.Event()
+
+    def other_writer() -> None:
+        with store.transaction(engine) as session:
+            session.add(Contact(**contact_row()))
+        other_went.set()
+
+    def action() -> None:
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join(5)
+
+    try:
+        with store.transaction(engine) as session:
+            metrics.after_commit(session, action)
+            session.add(Contact(**contact_row()))
+        assert other_went.is_set()  # while the action ran, not after it gave up waiting
+        with store.transaction(engine) as session:
+            assert len(session.exec(select(Contact)).all()) == 2
+    finally:
+        engine.dispose()
+
+
 def test_the_queries_built_once_answer_for_each_call_s_own_values(database_url: str) -> None:
     """The claim, the message locks and the attempt loads are statements built at import with bound
     parameters: each call must get its own time, limit and ids, whatever an earlier call passed."""
