@@ -39,7 +39,7 @@ def listener_for(engine: Engine, wake_up: Callable[[], None]) -> DueListener | w
     return wake.WakeListener(folder, wake_up) if folder else None
 
 
-LISTEN_WAIT = 0.1  # seconds the LISTEN connection waits before it checks whether it should stop
+LISTEN_WAIT = wake.LISTEN_WAIT  # seconds the LISTEN connection waits before it checks whether it should stop
 
 
 class DueListener:
