@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -245,7 +246,7 @@ def test_actions_wait_for_the_commit_run_in_order_and_are_dropped_by_a_rollback(
         engine.dispose()
 
 
-def test_what_waits_for_the_commit_runs_once_the_next_writer_may_go(tmp_path: Any) -> None:
+def test_what_waits_for_the_commit_runs_once_the_next_writer_may_go(tmp_path: Path) -> None:
     """On SQLite a transaction holds the file's one writer: the actions after the commit run without it,
     so another thread's transaction goes through while they run instead of waiting for them."""
     engine = store.make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
