@@ -169,12 +169,14 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
     if lock is not None and not lock.acquire(SQLITE_WRITER_WAIT):
         raise TimeoutError(f"no SQLite transaction could start within {SQLITE_WRITER_WAIT:g} s")
     session = Session(engine, expire_on_commit=False)
+    committed = False
     try:
         if snapshot and engine.dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         try:
             yield session
             session.commit()
+            committed = True
         except BaseException:
             session.rollback()
             raise
@@ -184,8 +186,11 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
         # the writer is what a busy SQLite gateway waits for (a few percent of each dispatcher transaction).
         if lock is not None:
             lock.release()
-        session.close()
-    metrics.run_after_commit(session)
+        try:
+            session.close()
+        finally:
+            if committed:  # even should closing fail: the work is in the database
+                metrics.run_after_commit(session)
 
 
 def insert_rows(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from gateway import metrics, store
 from gateway.ids import new_id
@@ -270,6 +270,33 @@ def test_what_waits_for_the_commit_runs_once_the_next_writer_may_go(tmp_path: Pa
         assert other_went.is_set()  # while the action ran, not after it gave up waiting
         with store.transaction(engine) as session:
             assert len(session.exec(select(Contact)).all()) == 2
+    finally:
+        engine.dispose()
+
+
+def test_what_waits_for_a_commit_runs_even_when_closing_the_session_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit is what the actions wait for (the wake-ups of other processes among them): a session that
+    fails to close after it still runs them, and the failure still reaches the caller."""
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store.create_schema(engine)
+    ran: list[str] = []
+    close = Session.close
+
+    def failing_close(session: Session) -> None:
+        close(session)
+        raise RuntimeError("closing failed")
+
+    try:
+        monkeypatch.setattr(Session, "close", failing_close)
+        with pytest.raises(RuntimeError, match="closing failed"), store.transaction(engine) as session:
+            metrics.after_commit(session, lambda: ran.append("after the commit"))
+            session.add(Contact(**contact_row()))
+        monkeypatch.undo()
+        assert ran == ["after the commit"]
+        with store.transaction(engine) as session:
+            assert len(session.exec(select(Contact)).all()) == 1
     finally:
         engine.dispose()
 
