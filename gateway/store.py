@@ -183,7 +183,7 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
     finally:
         # SQLite's writer goes to the next in line once the commit is done: closing the session (every
         # object it holds let go) and what waited for the commit (`metrics.after_commit`) need no lock, and
-        # the writer is what a busy SQLite gateway waits for (a few percent of each dispatcher transaction).
+        # the writer is what a busy SQLite gateway waits for (about 2% of a dispatcher transaction's hold).
         if lock is not None:
             lock.release()
         try:
