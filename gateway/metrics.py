@@ -39,13 +39,13 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from sqlalchemy import event as sa_event
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from gateway import logs
 from gateway.errors import ChannelError, ProblemError
 from gateway.models import Attempt, EventDelivery, Message
+from gateway.store import after_commit
 
 if TYPE_CHECKING:
     from gateway.breaker import Snapshot, State
@@ -117,37 +117,6 @@ CLAIMS_ABANDONED = Counter(
 
 def multiprocess() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
-# -- effects that wait for the commit --------------------------------------------------------------
-
-
-_PENDING = "after_commit_actions"  # session.info key: what waits for the session's commit, in order
-
-
-def after_commit(session: Session, action: Callable[[], None]) -> None:
-    """Run `action` once the session's transaction commits (never if it rolls back): `store.transaction`
-    runs the actions in order after the commit, once SQLite's writer has gone to the next in line; a
-    rollback drops those waiting (one listener a session: one per action cost more than the counting)."""
-    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
-    if pending is None:
-        session.info[_PENDING] = pending = []
-        sa_event.listen(session, "after_rollback", _drop_pending)
-    pending.append(action)
-
-
-def run_after_commit(session: Session) -> None:
-    """Run what waited for `session`'s commit (`after_commit`)."""
-    actions: list[Callable[[], None]] = session.info.pop(_PENDING, None) or []
-    for action in actions:
-        try:
-            action()
-        except Exception:  # counting or logging must never turn a commit into a failure
-            log.exception("recording an observation failed")
-
-
-def _drop_pending(session: Session) -> None:
-    session.info[_PENDING] = []
 
 
 def _aware(value: datetime) -> datetime:

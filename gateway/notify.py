@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from gateway import metrics, wake
+from gateway import store, wake
 
 CHANNEL = "gateway_due"
 log = logging.getLogger("gateway.notify")
@@ -27,7 +27,7 @@ def notify_due(session: Session) -> None:
         return
     folder = wake.folder_for(engine)
     if folder is not None:
-        metrics.after_commit(session, lambda: wake.wake_peers(folder))
+        store.after_commit(session, lambda: wake.wake_peers(folder))
 
 
 def listener_for(engine: Engine, wake_up: Callable[[], None]) -> DueListener | wake.WakeListener | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError
@@ -47,12 +49,13 @@ from sqlalchemy.sql.schema import Column, ScalarElementColumnDefault
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, col, select
 
-from gateway import metrics, models
+from gateway import models
 from gateway import notify as due_notice
 from gateway.timeutil import add_seconds
 from gateway.wake import sqlite_file
 
 __all__ = ["IntegrityError"]
+log = logging.getLogger("gateway.store")
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
@@ -182,7 +185,7 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
             raise
     finally:
         # SQLite's writer goes to the next in line once the commit is done: closing the session (every
-        # object it holds let go) and what waited for the commit (`metrics.after_commit`) need no lock, and
+        # object it holds let go) and what waited for the commit (`after_commit`) need no lock, and
         # the writer is what a busy SQLite gateway waits for (about 2% of a dispatcher transaction's hold).
         if lock is not None:
             lock.release()
@@ -190,7 +193,34 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
             session.close()
         finally:
             if committed:  # even should closing fail: the work is in the database
-                metrics.run_after_commit(session)
+                _run_after_commit(session)
+
+
+_PENDING = "after_commit_actions"  # session.info key: what waits for the session's commit, in order
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run `action` once the session's transaction commits (never if it rolls back): `transaction` runs the
+    actions in order after the commit, once SQLite's writer has gone to the next in line; a rollback drops
+    those waiting (one listener a session: one per action cost more than the counting it guards)."""
+    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
+    if pending is None:
+        session.info[_PENDING] = pending = []
+        sa_event.listen(session, "after_rollback", _drop_pending)
+    pending.append(action)
+
+
+def _run_after_commit(session: Session) -> None:
+    actions: list[Callable[[], None]] = session.info.pop(_PENDING, None) or []
+    for action in actions:
+        try:
+            action()
+        except Exception:  # counting, logging or a wake-up must never turn a commit into a failure
+            log.exception("an action after the commit failed")
+
+
+def _drop_pending(session: Session) -> None:
+    session.info[_PENDING] = []
 
 
 def insert_rows(

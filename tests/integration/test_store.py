@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from gateway import metrics, store
+from gateway import store
 from gateway.ids import new_id
 from gateway.models import Attempt, Contact, Event, EventDelivery, Message
 from gateway.notify import DueListener
@@ -220,26 +220,26 @@ def test_actions_wait_for_the_commit_run_in_order_and_are_dropped_by_a_rollback(
     store.create_schema(engine)
     try:
         with store.transaction(engine) as session:
-            metrics.after_commit(session, lambda: ran.append("first"))
-            metrics.after_commit(session, failing)  # logged; neither the commit nor the next action suffers
-            metrics.after_commit(session, lambda: ran.append("second"))
+            store.after_commit(session, lambda: ran.append("first"))
+            store.after_commit(session, failing)  # logged; neither the commit nor the next action suffers
+            store.after_commit(session, lambda: ran.append("second"))
             session.add(Contact(**contact_row()))
             assert ran == []  # nothing before the commit
         assert ran == ["first", "failing", "second"]
 
         ran.clear()
         with pytest.raises(ValueError), store.transaction(engine) as session:
-            metrics.after_commit(session, lambda: ran.append("rolled back"))
+            store.after_commit(session, lambda: ran.append("rolled back"))
             session.add(Contact(**contact_row()))
             raise ValueError("the work failed")
         assert ran == []
 
         with store.transaction(engine) as session:  # one session, two transactions: a rollback drops its own
-            metrics.after_commit(session, lambda: ran.append("rolled back"))
+            store.after_commit(session, lambda: ran.append("rolled back"))
             session.add(Contact(**contact_row()))
             session.flush()
             session.rollback()
-            metrics.after_commit(session, lambda: ran.append("committed"))
+            store.after_commit(session, lambda: ran.append("committed"))
             session.add(Contact(**contact_row()))
         assert ran == ["committed"]
     finally:
@@ -265,7 +265,7 @@ def test_what_waits_for_the_commit_runs_once_the_next_writer_may_go(tmp_path: Pa
 
     try:
         with store.transaction(engine) as session:
-            metrics.after_commit(session, action)
+            store.after_commit(session, action)
             session.add(Contact(**contact_row()))
         assert other_went.is_set()  # while the action ran, not after it gave up waiting
         with store.transaction(engine) as session:
@@ -291,7 +291,7 @@ def test_what_waits_for_a_commit_runs_even_when_closing_the_session_fails(
     try:
         monkeypatch.setattr(Session, "close", failing_close)
         with pytest.raises(RuntimeError, match="closing failed"), store.transaction(engine) as session:
-            metrics.after_commit(session, lambda: ran.append("after the commit"))
+            store.after_commit(session, lambda: ran.append("after the commit"))
             session.add(Contact(**contact_row()))
         monkeypatch.undo()
         assert ran == ["after the commit"]
