@@ -97,10 +97,10 @@ class LocalGateway:
             self.inbound_email = InboundEmailServer(
                 self.gw, settings.inbound_smtp_host, settings.inbound_smtp_port
             ).start()
-        # A short loop timeout: after close() the serving thread ends within 0.1 s, not 1 s.
-        self._server = create_server(
-            self.app, host="127.0.0.1", port=port, threads=8, asyncore_loop_timeout=0.1
-        )
+        # waitress's loop waits up to 1 s for sockets; `stop()` wakes it. (Its `asyncore_loop_timeout` is
+        # read as an int: 0.1 became 0, and the loop polled without waiting, a whole CPU for as long as
+        # the gateway ran.)
+        self._server = create_server(self.app, host="127.0.0.1", port=port, threads=8)
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
         self.key = self.new_key("admin")
@@ -126,10 +126,7 @@ class LocalGateway:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         if self._server is not None:
-            # Open keep-alive connections (a browser's) would keep waitress's loop running: close them.
-            for channel in list(getattr(self._server, "_map", {}).values()):
-                channel.close()
-            self._server.close()
+            self._close_server()
             # Requests still being handled finish before the engine goes: a connection given back to a
             # disposed pool would never be closed. Their threads end too (up to 5 s).
             self._server.task_dispatcher.shutdown(timeout=5)
@@ -140,6 +137,24 @@ class LocalGateway:
         if self._thread is not None:
             self._thread.join(5)
         self.gw.engine.dispose()
+
+    def _close_server(self) -> None:
+        """Close the listening socket and every connection (a browser's keep-alive connections would keep
+        waitress's loop running) on the serving thread, woken for it, so its loop ends at once."""
+        server = self._server
+        closed = threading.Event()
+
+        def close_all() -> None:
+            for channel in list(server._map.values()):
+                if channel is not server.trigger:
+                    channel.close()
+            server.close()  # the trigger too: the loop's map is empty and it returns
+            closed.set()
+
+        server.trigger.pull_trigger(close_all)
+        serving = self._thread is not None and self._thread.is_alive()
+        if not (serving and closed.wait(5)) and not closed.is_set():
+            close_all()  # the loop is not running (or stuck): close from here
 
     def __enter__(self) -> LocalGateway:
         return self.start()
