@@ -7,6 +7,7 @@ by hand (see README). Nothing here talks to a real provider.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import urllib.error
@@ -27,6 +28,7 @@ from gateway.services.keys import create_key
 from gateway.simulators.smtp import SmtpSimulator
 from gateway.simulators.twilio import TwilioSimulator
 
+log = logging.getLogger("gateway.local")
 SENDER_NUMBER = "+14155550000"
 SENDER_EMAIL = "gateway@demo.test"
 
@@ -140,21 +142,33 @@ class LocalGateway:
 
     def _close_server(self) -> None:
         """Close the listening socket and every connection (a browser's keep-alive connections would keep
-        waitress's loop running) on the serving thread, woken for it, so its loop ends at once."""
+        waitress's loop running) on the serving thread, woken for it, so its loop ends at once and no socket
+        is closed under it. Should the loop be gone or unable to wake (its trigger closed), close from
+        here."""
         server = self._server
         closed = threading.Event()
 
         def close_all() -> None:
-            for channel in list(server._map.values()):
-                if channel is not server.trigger:
-                    channel.close()
-            server.close()  # the trigger too: the loop's map is empty and it returns
-            closed.set()
+            try:
+                for channel in list(server._map.values()):
+                    if channel is not server.trigger:
+                        channel.close()
+                server.close()  # the trigger too: the loop's map is empty and it returns
+            finally:
+                closed.set()
 
-        server.trigger.pull_trigger(close_all)
-        serving = self._thread is not None and self._thread.is_alive()
-        if not (serving and closed.wait(5)) and not closed.is_set():
-            close_all()  # the loop is not running (or stuck): close from here
+        try:
+            server.trigger.pull_trigger(close_all)
+            woken = self._thread is not None and self._thread.is_alive()
+        except OSError:
+            woken = False
+        if woken and closed.wait(5):
+            return
+        log.warning("waitress's loop did not close its sockets; closing them from the stopping thread")
+        try:
+            close_all()
+        except OSError as exc:
+            log.warning("closing waitress's sockets failed: %r", exc)
 
     def __enter__(self) -> LocalGateway:
         return self.start()
