@@ -26,22 +26,24 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
+from sqlmodel import Session
 
-from gateway import bot_hooks, events, health, metrics, store
+from gateway import bot_hooks, events, health, metrics, rows, store
 from gateway.breaker import Breakers
 from gateway.channels import build_channels
 from gateway.channels.base import Channel, SendResult
 from gateway.content import outgoing_for
 from gateway.core import Gateway
 from gateway.errors import ChannelError, ErrorKind
-from gateway.models import Attempt, Event, EventDelivery
+from gateway.models import Attempt, ChannelState, Event, EventDelivery, Message
 from gateway.notify import listener_for
 from gateway.pacing import SharedPacer
-from gateway.progress import SendJob
+from gateway.progress import Progress, SendJob
 from gateway.services.provider_webhooks import apply_early_statuses
+from gateway.timeutil import add_seconds
 from gateway.writebehind import WriteBehind
 
 log = logging.getLogger("gateway.dispatch")
@@ -434,28 +436,21 @@ class Dispatcher:
         s = self.gw.settings
         with store.transaction(self.gw.engine) as session:
             now = self.gw.clock()
-            with session.no_autoflush:  # the claims go out with what take_due changes: one UPDATE a row
-                messages = store.claim_due_messages(session, self.worker, now, s.dispatch_lease, wanted)
-                attempts = store.load_attempts(
-                    session, [m.current_attempt_id for m in messages if m.current_attempt_id]
-                )
-                contact_of = {m.id: m.contact_id for m in messages}
-                pairs = {(contact_of[a.message_id], a.channel) for a in attempts.values()}
-                store.load_channel_states(session, pairs)
-            jobs, held_back, progress = [], False, self.gw.progress
-            for message in messages:
-                attempt = attempts.get(message.current_attempt_id or "")
+            with session.no_autoflush:
+                claimed = rows.claim_due(session, self.worker, now, s.dispatch_lease, wanted)
+                pairs = {(m.contact_id, a.channel) for m, a in claimed if a is not None}
+                states = store.load_channel_states(session, pairs)
+            listened = bool(self.gw.subscriptions.for_type(session, "message.status"))
+            taken: list[tuple[rows.MessageRow, rows.AttemptRow | None]] = []
+            held_back = False
+            for message, attempt in claimed:
                 if attempt is not None and attempt.channel in quota:
                     if quota[attempt.channel] <= 0:
-                        message.claimed_until, message.claimed_by, held_back = None, None, True
+                        held_back = True  # left unclaimed: its plain row is never written
                         continue
                     quota[attempt.channel] -= 1
-                job = progress.take_due(session, message)
-                if job is not None:
-                    attempt = session.get(Attempt, job.attempt_id)
-                    if attempt is not None:
-                        attempt.sent_by = self.worker
-                    jobs.append(job)
+                taken.append((message, attempt))
+            jobs = self._start(session, taken, now, states, listened, add_seconds(now, s.dispatch_lease))
             deliveries = []
             if free > len(jobs):
                 deliveries = events.claim_due_deliveries(
@@ -464,7 +459,7 @@ class Dispatcher:
             if held_back:
                 self._saturated = True  # a paced send ending wakes the loop to claim more
                 return jobs, deliveries, PACED_AHEAD
-            if len(messages) == wanted:
+            if len(claimed) == wanted:
                 return jobs, deliveries, None
             due = min(
                 (d for d in (store.next_due_at(session, now), events.next_due_at(session, now)) if d),
@@ -472,32 +467,122 @@ class Dispatcher:
             )
         return jobs, deliveries, _seconds_until(due, now)
 
+    def _start(
+        self,
+        session: Session,
+        claimed: list[tuple[rows.MessageRow, rows.AttemptRow | None]],
+        now: datetime,
+        states: dict[tuple[str, str], ChannelState | None],
+        listened: bool,
+        until: datetime,
+    ) -> list[SendJob]:
+        """Start the claimed messages' attempts: on the plain rows where `rows.plain_start` allows, the
+        others loaded through the ORM (and claimed there)."""
+        jobs: list[SendJob] = []
+        plain: list[rows.Row] = []
+        others: list[str] = []
+        progress = self.gw.progress
+        for message, attempt in claimed:
+            absent = attempt is not None and states.get((message.contact_id, attempt.channel)) is None
+            if attempt is None or not rows.plain_start(message, attempt, now, absent, listened):
+                others.append(message.id)
+                continue
+            # The plain rows have the columns Progress reads and sets here (gateway.rows).
+            job = progress.start(session, cast(Message, message), cast(Attempt, attempt))
+            if job is not None:
+                attempt.sent_by = self.worker
+                jobs.append(job)
+            plain += (message, attempt)
+        rows.write(session, plain)
+        if others:
+            with session.no_autoflush:  # the claims go out with what take_due changes: one UPDATE a row
+                messages = store.lock_messages(session, others)
+                store.load_attempts(
+                    session, [m.current_attempt_id for m in messages.values() if m.current_attempt_id]
+                )
+            for orm_message in messages.values():
+                orm_message.claimed_until, orm_message.claimed_by = until, self.worker
+                job = progress.take_due(session, orm_message)
+                if job is not None:
+                    orm_attempt = session.get(Attempt, job.attempt_id)
+                    if orm_attempt is not None:
+                        orm_attempt.sent_by = self.worker
+                    jobs.append(job)
+        return jobs
+
     def _finish_batch(self, outcomes: list[Outcome]) -> bool:
-        """Record what the providers answered; True when a message is due again at once."""
+        """Record what the providers answered; True when a message is due again at once.
+
+        On the plain rows where `rows.plain_finish` allows; the others loaded through the ORM."""
         with store.transaction(self.gw.engine) as session:
             sent = [o.result.provider_message_id for o in outcomes if isinstance(o.result, SendResult)]
             store.lock_provider_ids(session, sent)  # before the message locks, as webhooks take them
-            messages = store.lock_messages(session, [o.job.message_id for o in outcomes])
-            attempts = store.load_attempts(session, [o.job.attempt_id for o in outcomes])
+            messages = rows.lock_sent_messages(session, [o.job.message_id for o in outcomes])
+            attempts = rows.load_attempts(session, [o.job.attempt_id for o in outcomes])
             early = store.early_status_ids(
                 session, sent + [a.provider_message_id or "" for a in attempts.values()]
             )
+            listened = bool(self.gw.subscriptions.for_type(session, "message.status"))
             now, progress = self.gw.clock(), self.gw.progress
+            # A message with two outcomes here (sent again after its claim ran out) goes the ORM way: its
+            # outcomes are then applied in order, each seeing the one before.
+            once = {m for m, n in Counter(o.job.message_id for o in outcomes).items() if n == 1}
+            plain: list[rows.Row] = []
+            others: list[Outcome] = []
             for outcome in outcomes:
                 message, attempt = messages.get(outcome.job.message_id), attempts.get(outcome.job.attempt_id)
                 if message is None or attempt is None:
                     continue
-                if message.claimed_by == self.worker:
-                    message.claimed_until = None
-                    message.claimed_by = None
-                metrics.attempt_recorded(
-                    session, message, attempt, outcome.job, outcome.result, outcome.seconds, now
+                info = self.gw.channels.get(attempt.channel)
+                limited = info is not None and info.window_message_limit is not None
+                if message.id not in once or not rows.plain_finish(
+                    message, attempt, outcome.result, early, limited, listened
+                ):
+                    others.append(outcome)
+                    continue
+                # The plain rows have the columns Progress and metrics read and set here (gateway.rows).
+                self._record_outcome(
+                    session, progress, cast(Message, message), cast(Attempt, attempt), outcome, now
                 )
-                progress.finish_send(session, message, attempt, outcome.result)
-                if attempt.provider_message_id in early:
-                    apply_early_statuses(self.gw, session, message, attempt)
+                plain += (message, attempt)
+            rows.write(session, plain)
+            due = {m.id: m.due_at for m in messages.values()}
+            if others:
+                due |= self._record_through_orm(session, progress, others, early, now)
             now = self.gw.clock()
-            return any(m.due_at is not None and m.due_at <= now for m in messages.values())
+            return any(d is not None and d <= now for d in due.values())
+
+    def _record_through_orm(
+        self, session: Session, progress: Progress, outcomes: list[Outcome], early: set[str], now: datetime
+    ) -> dict[str, datetime | None]:
+        """Record these outcomes on ORM objects (failures, receipts, early statuses, events); the messages'
+        due times after."""
+        messages = store.lock_messages(session, [o.job.message_id for o in outcomes])
+        attempts = store.load_attempts(session, [o.job.attempt_id for o in outcomes])
+        for outcome in outcomes:
+            message, attempt = messages.get(outcome.job.message_id), attempts.get(outcome.job.attempt_id)
+            if message is None or attempt is None:
+                continue
+            self._record_outcome(session, progress, message, attempt, outcome, now)
+            if attempt.provider_message_id in early:
+                apply_early_statuses(self.gw, session, message, attempt)
+        return {m.id: m.due_at for m in messages.values()}
+
+    def _record_outcome(
+        self,
+        session: Session,
+        progress: Progress,
+        message: Message,
+        attempt: Attempt,
+        outcome: Outcome,
+        now: datetime,
+    ) -> None:
+        """Record one outcome: the claim let go, the attempt counted, what follows decided."""
+        if message.claimed_by == self.worker:
+            message.claimed_until = None
+            message.claimed_by = None
+        metrics.attempt_recorded(session, message, attempt, outcome.job, outcome.result, outcome.seconds, now)
+        progress.finish_send(session, message, attempt, outcome.result)
 
     def _release_claims(self) -> None:
         with store.transaction(self.gw.engine) as session:

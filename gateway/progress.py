@@ -157,6 +157,12 @@ class Progress:
         with self._watching(session, message):
             return self._take_due(session, message)
 
+    def start(self, session: Session, message: Message, attempt: Attempt) -> SendJob | None:
+        """Begin a claimed message's current attempt, which is pending and due (`take_due`'s common case,
+        for a caller that has the attempt at hand: `gateway.rows`)."""
+        with self._watching(session, message):
+            return self._start(session, message, attempt)
+
     def _take_due(self, session: Session, message: Message) -> SendJob | None:
         now = self.now()
         if message.completed:
