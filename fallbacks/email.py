@@ -341,14 +341,18 @@ class EmailChannel(Channel):
         about 20 µs; checked once already: `_checked_address`, `_plain_mailbox`)."""
         size = [b"SIZE=%d" % len(content)] if client.supports_extension("size") else []  # lines end in CRLF
         try:
-            answer = await client.execute_command(b"MAIL", b"FROM:<%s>" % self._sender.encode(), *size)
-            if answer.code != SMTPStatus.completed:
-                raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, self._sender)
-            answer = await client.execute_command(b"RCPT", b"TO:<%s>" % address.encode())
-            if answer.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                refusal = aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, address)
-                raise aiosmtplib.SMTPRecipientsRefused([refusal])
-            await client.data(content)
+            # One deadline for the transaction: aiosmtplib's own, a command at a time, cost a timer each
+            # (a tenth of the dispatcher loop's time). A late answer leaves the connection closed.
+            async with asyncio.timeout(self.settings.provider_timeout):
+                sender = b"FROM:<%s>" % self._sender.encode()
+                answer = await client.execute_command(b"MAIL", sender, *size, timeout=None)
+                if answer.code != SMTPStatus.completed:
+                    raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, self._sender)
+                answer = await client.execute_command(b"RCPT", b"TO:<%s>" % address.encode(), timeout=None)
+                if answer.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                    refusal = aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, address)
+                    raise aiosmtplib.SMTPRecipientsRefused([refusal])
+                await client.data(content, timeout=None)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
                 await client.rset()  # the envelope is reset, so the connection can be reused
