@@ -483,8 +483,8 @@ class Dispatcher:
         others: list[str] = []
         progress = self.gw.progress
         for message, attempt in claimed:
-            absent = attempt is not None and states.get((message.contact_id, attempt.channel)) is None
-            if attempt is None or not rows.plain_start(message, attempt, now, absent, listened):
+            state = states.get((message.contact_id, attempt.channel)) if attempt is not None else None
+            if attempt is None or not rows.plain_start(message, attempt, now, state, listened):
                 others.append(message.id)
                 continue
             # The plain rows have the columns Progress reads and sets here (gateway.rows).

@@ -95,6 +95,15 @@ def decide_after_error(
     return GiveUp("all-channels-failed")
 
 
+def refusal(state: ChannelState | None, channel: str) -> ChannelError | None:
+    """An opt-out or block learned after the plan was made stops the attempt before it is sent."""
+    if state is not None and state.opted_out:
+        return ChannelError(ErrorKind.OPTED_OUT, f"the contact opted out of {channel}")
+    if state is not None and state.reachability == "blocked":
+        return ChannelError(ErrorKind.BLOCKED, state.reason or "the contact blocked this channel")
+    return None
+
+
 @dataclass(frozen=True)
 class SendJob:
     """One attempt the dispatcher must send now."""
@@ -466,13 +475,7 @@ class Progress:
 
     @staticmethod
     def _refusal(session: Session, message: Message, attempt: Attempt) -> ChannelError | None:
-        """An opt-out or block learned after the plan was made stops the attempt before it is sent."""
-        state = channel_state(session, message.contact_id, attempt.channel)
-        if state is not None and state.opted_out:
-            return ChannelError(ErrorKind.OPTED_OUT, f"the contact opted out of {attempt.channel}")
-        if state is not None and state.reachability == "blocked":
-            return ChannelError(ErrorKind.BLOCKED, state.reason or "the contact blocked this channel")
-        return None
+        return refusal(channel_state(session, message.contact_id, attempt.channel), attempt.channel)
 
     def _went_out(self, session: Session, message: Message) -> bool:
         """Whether any attempt of the message was accepted by a provider."""

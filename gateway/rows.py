@@ -5,9 +5,9 @@ object, tracking every attribute set and letting the unit of work find the chang
 of its database work; SQLite itself, a tenth. For the common case (a message's first try starting; a
 provider accepting a send) `gateway.dispatch` reads the rows with one statement as plain `Row`s, runs the
 same `Progress` steps on them, and writes what changed with one UPDATE a set of changed columns. The
-`plain_*` predicates say when a row may go this way: only where those steps read and change nothing but
-the message and its attempt (no channel state, event, reply token or early status is involved). Anything
-else goes through the ORM as before, in the same transaction.
+`plain_*` predicates say when a row may go this way: only where those steps change nothing but the message
+and its attempt (the contact's channel state is only read; no event, reply token or early status is
+involved). Anything else goes through the ORM as before, in the same transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from sqlmodel import Session, SQLModel
 from gateway import models
 from gateway.channels.base import SendResult
 from gateway.crypto import Sealed
-from gateway.progress import FINAL_STATUSES
+from gateway.models import ChannelState
+from gateway.progress import FINAL_STATUSES, refusal
 from gateway.timeutil import add_seconds
 
 
@@ -185,19 +186,24 @@ def _update(model: type[SQLModel], names: tuple[str, ...]) -> Update:
 
 
 def plain_start(
-    message: MessageRow, attempt: AttemptRow | None, now: datetime, state_absent: bool, listened: bool
+    message: MessageRow,
+    attempt: AttemptRow | None,
+    now: datetime,
+    state: ChannelState | None,
+    listened: bool,
 ) -> bool:
     """Whether `Progress.start` on these rows reads and changes nothing else: the message's current attempt is
     a first or next try not yet started, the message is neither completed nor expired, and nothing beside it
-    is involved (a channel state: opt-outs, blocks and windows; an answered message's reply token; a
-    template for a closed window; an event about the status: `listened`, or the message's status callback).
+    changes (no refusal: an opt-out or block in the contact's channel `state`, which is only read; no answered
+    message's reply token; no template for a closed window; no event about the status: `listened`, or the
+    message's status callback).
     """
     return (
         attempt is not None
         and attempt.status == "pending"
         and not message.completed
         and (message.expires_at is None or message.expires_at > now)
-        and state_absent
+        and refusal(state, attempt.channel) is None
         and message.in_reply_to is None
         and message.status_callback is None
         and not listened

@@ -54,6 +54,7 @@ def _bodies() -> list[dict[str, Any]]:
         {"to": {"phone": "+14155550103", "email": "out@example.test"}, "content": {"text": "opted out"}},
         {"to": both, "content": {"text": "falls back"}, "channels": ["sms", "email"]},
         {"to": {"phone": "+14155550104"}, "content": {"text": "early"}},
+        {"to": {"phone": "+14155550105"}, "content": {"text": "known reachable"}},
         *({"to": {"phone": f"+1415555020{i}"}, "content": {"text": f"sms {i}"}} for i in range(5)),
         *({"to": {"email": f"e{i}@example.test"}, "content": {"text": f"email {i}"}} for i in range(5)),
     ]
@@ -74,17 +75,21 @@ def _outcome(n: int, job: Any) -> SendResult | ChannelError:
 
 @pytest.fixture
 def accepted(tmp_path: Path) -> Path:
-    """A SQLite file with the messages accepted, an opt-out and an early status."""
+    """A SQLite file with the messages accepted, an opt-out, a reachable contact and an early status."""
     path = tmp_path / "accepted.db"
     local = LocalGateway({"database_url": f"sqlite:///{path}", **SETTINGS}, with_dispatcher=False).start()
     try:
         answer = local.call("POST", "/v1/messages/batch", {"messages": _bodies()})
         assert answer.status == 202 and all("id" in r for r in answer.body["results"]), answer.body
         with store.transaction(local.gw.engine) as session:
-            contact = session.exec(
-                text("SELECT id FROM contact WHERE phone = '+14155550103'")  # type: ignore[call-overload]
-            ).one()[0]
-            session.add(ChannelState(contact_id=contact, channel="sms", opted_out=True))
+            opted_out, reachable = (
+                session.exec(
+                    text(f"SELECT id FROM contact WHERE phone = '{phone}'")  # type: ignore[call-overload]
+                ).one()[0]
+                for phone in ("+14155550103", "+14155550105")
+            )
+            session.add(ChannelState(contact_id=opted_out, channel="sms", opted_out=True))
+            session.add(ChannelState(contact_id=reachable, channel="sms", reachability="reachable"))
             session.add(EarlyStatus(provider_message_id="early-id", status="delivered"))
     finally:
         local.stop()
