@@ -172,11 +172,10 @@ def write(session: Session, rows: Iterable[Row]) -> None:
 @functools.lru_cache(maxsize=128)
 def _update(model: type[SQLModel], names: tuple[str, ...]) -> Update:
     """The UPDATE of these columns by id, built once (building one costs as much as running it)."""
-    table = sa_inspect(model).local_table
     mapper = sa_inspect(model)
     column = {name: mapper.column_attrs[name].columns[0] for name in (*names, "id")}
     return (
-        update(table)
+        update(mapper.local_table)
         .where(column["id"] == bindparam("v__id"))
         .values({column[name].key: bindparam(f"v_{name}") for name in names})
     )
