@@ -43,6 +43,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.schema import Column, ScalarElementColumnDefault
@@ -197,30 +198,46 @@ def transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
 
 
 _PENDING = "after_commit_actions"  # session.info key: what waits for the session's commit, in order
+Pending = list[tuple[SessionTransaction | None, Callable[[], None]]]  # each with the savepoint it is in
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:
     """Run `action` once the session's transaction commits (never if it rolls back): `transaction` runs the
-    actions in order after the commit, once SQLite's writer has gone to the next in line; a rollback drops
-    those waiting (one listener a session: one per action cost more than the counting it guards)."""
-    pending: list[Callable[[], None]] | None = session.info.get(_PENDING)
+    actions in order after the commit, once SQLite's writer has gone to the next in line. A savepoint rolled
+    back drops the actions registered inside it, not the others (a batch accept refuses one message that way).
+    One listener a session: one per action cost more than the counting it guards."""
+    pending: Pending | None = session.info.get(_PENDING)
     if pending is None:
         session.info[_PENDING] = pending = []
-        sa_event.listen(session, "after_rollback", _drop_pending)
-    pending.append(action)
+        sa_event.listen(session, "after_soft_rollback", _drop_rolled_back)
+    pending.append((session.get_nested_transaction(), action))
 
 
 def _run_after_commit(session: Session) -> None:
-    actions: list[Callable[[], None]] = session.info.pop(_PENDING, None) or []
-    for action in actions:
+    pending: Pending = session.info.pop(_PENDING, None) or []
+    for _, action in pending:
         try:
             action()
         except Exception:  # counting, logging or a wake-up must never turn a commit into a failure
             log.exception("an action after the commit failed")
 
 
-def _drop_pending(session: Session) -> None:
-    session.info[_PENDING] = []
+def _drop_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
+    """What waited inside what a rollback undid goes: a savepoint's own actions (those of savepoints within it
+    too), or, when the transaction itself rolls back, all of them."""
+    pending: Pending = session.info.get(_PENDING) or []
+    if not rolled_back.nested:
+        session.info[_PENDING] = []
+        return
+    session.info[_PENDING] = [(where, a) for where, a in pending if not _within(where, rolled_back)]
+
+
+def _within(where: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
+    while where is not None:
+        if where is savepoint:
+            return True
+        where = where.parent
+    return False
 
 
 def insert_rows(

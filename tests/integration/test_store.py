@@ -3,6 +3,7 @@ that also notifies the workers at the commit) and `store.transaction(snapshot=Tr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -297,6 +298,34 @@ def test_what_waits_for_a_commit_runs_even_when_closing_the_session_fails(
         assert ran == ["after the commit"]
         with store.transaction(engine) as session:
             assert len(session.exec(select(Contact)).all()) == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_savepoint_rolled_back_drops_only_what_waited_inside_it(database_url: str) -> None:
+    """A batch accept refuses one message by rolling back its savepoint: what the transaction registered
+    before it (another message's wake-up, a delivery's count) still runs at the commit; what was registered
+    inside it does not, nor anything of a transaction rolled back as a whole."""
+    engine = store.make_engine(database_url)
+    store.create_schema(engine)
+    ran: list[str] = []
+    try:
+        with store.transaction(engine) as session:
+            store.after_commit(session, lambda: ran.append("before"))
+            with contextlib.suppress(RuntimeError), session.begin_nested():
+                store.after_commit(session, lambda: ran.append("inside the refused one"))
+                with session.begin_nested():
+                    store.after_commit(session, lambda: ran.append("nested in the refused one"))
+                raise RuntimeError("refused")
+            with session.begin_nested():
+                store.after_commit(session, lambda: ran.append("inside a kept one"))
+            store.after_commit(session, lambda: ran.append("after"))
+        assert ran == ["before", "inside a kept one", "after"]
+        ran.clear()
+        with pytest.raises(RuntimeError), store.transaction(engine) as session:
+            store.after_commit(session, lambda: ran.append("rolled back"))
+            raise RuntimeError("the whole transaction")
+        assert ran == []
     finally:
         engine.dispose()
 
