@@ -43,7 +43,6 @@ from gateway.notify import listener_for
 from gateway.pacing import SharedPacer
 from gateway.progress import Progress, SendJob
 from gateway.services.provider_webhooks import apply_early_statuses
-from gateway.timeutil import add_seconds
 from gateway.writebehind import WriteBehind
 
 log = logging.getLogger("gateway.dispatch")
@@ -450,7 +449,7 @@ class Dispatcher:
                         continue
                     quota[attempt.channel] -= 1
                 taken.append((message, attempt))
-            jobs = self._start(session, taken, now, states, listened, add_seconds(now, s.dispatch_lease))
+            jobs = self._start(session, taken, now, states, listened)
             deliveries = []
             if free > len(jobs):
                 deliveries = events.claim_due_deliveries(
@@ -474,18 +473,17 @@ class Dispatcher:
         now: datetime,
         states: dict[tuple[str, str], ChannelState | None],
         listened: bool,
-        until: datetime,
     ) -> list[SendJob]:
         """Start the claimed messages' attempts: on the plain rows where `rows.plain_start` allows, the
         others loaded through the ORM (and claimed there)."""
         jobs: list[SendJob] = []
         plain: list[rows.Row] = []
-        others: list[str] = []
+        others: dict[str, rows.MessageRow] = {}
         progress = self.gw.progress
         for message, attempt in claimed:
             state = states.get((message.contact_id, attempt.channel)) if attempt is not None else None
             if attempt is None or not rows.plain_start(message, attempt, now, state, listened):
-                others.append(message.id)
+                others[message.id] = message
                 continue
             # The plain rows have the columns Progress reads and sets here (gateway.rows).
             job = progress.start(session, cast(Message, message), cast(Attempt, attempt))
@@ -496,12 +494,13 @@ class Dispatcher:
         rows.write(session, plain)
         if others:
             with session.no_autoflush:  # the claims go out with what take_due changes: one UPDATE a row
-                messages = store.lock_messages(session, others)
+                messages = store.lock_messages(session, list(others))
                 store.load_attempts(
                     session, [m.current_attempt_id for m in messages.values() if m.current_attempt_id]
                 )
             for orm_message in messages.values():
-                orm_message.claimed_until, orm_message.claimed_by = until, self.worker
+                claim = others[orm_message.id]  # as claimed in the plain row, which is not written
+                orm_message.claimed_until, orm_message.claimed_by = claim.claimed_until, claim.claimed_by
                 job = progress.take_due(session, orm_message)
                 if job is not None:
                     orm_attempt = session.get(Attempt, job.attempt_id)
