@@ -290,6 +290,11 @@ class Settings:
         120.0, _duration, "how long a claim lasts; a dead worker's claims are retaken after it"
     )
     dispatch_batch: int = setting(200, _int(1, 10000), "rows claimed per round")
+    event_loop: str = setting(
+        "uvloop",
+        _choice("uvloop", "asyncio"),
+        "the dispatcher's event loop: uvloop (asyncio's own where uvloop is not installed), or asyncio",
+    )
     provider_timeout: float = setting(30.0, _duration, "timeout of one provider call")
     event_backoff: float = setting(2.0, _duration, "delay before an event delivery is retried the first time")
     event_max_backoff: float = setting(3600.0, _duration, "longest delay between event delivery retries")

@@ -46,3 +46,19 @@ def test_stopping_closes_the_open_connections_and_ends_the_serving_thread(tmp_pa
         answered = None
     kept.close()
     assert answered is None
+
+
+def test_the_dispatcher_runs_on_the_event_loop_the_setting_names(tmp_path: Path) -> None:
+    import uvloop
+
+    seen = {}
+    for name in ("uvloop", "asyncio"):
+        settings = {"database_url": f"sqlite:///{tmp_path}/{name}.db", "event_loop": name}
+        local = LocalGateway(settings).start()
+        try:
+            assert local.dispatcher is not None and local.dispatcher._loop is not None
+            seen[name] = type(local.dispatcher._loop)
+        finally:
+            local.stop()
+    assert issubclass(seen["uvloop"], uvloop.Loop)
+    assert not issubclass(seen["asyncio"], uvloop.Loop)
