@@ -14,6 +14,7 @@ from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import Field, SQLModel
 
 from gateway.crypto import Sealed
+from gateway.timestamp import Timestamp
 from gateway.timeutil import utcnow
 
 _COLUMN_KEYS: dict[type, frozenset[str]] = {}
@@ -44,6 +45,11 @@ class Table(SQLModel):
             super().__setattr__(name, value)
 
 
+def _moment(**kwargs: Any) -> Any:
+    """A time column (gateway.timestamp)."""
+    return Field(sa_type=Timestamp, **kwargs)
+
+
 def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(JSON, nullable=nullable))
 
@@ -64,9 +70,10 @@ class Contact(Table, table=True):
     locale: str | None = Field(default=None, max_length=35)
     tags: list[str] | None = _json()
     preferred_channel: str | None = Field(default=None, max_length=20)
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    deleted_at: datetime | None = None  # erased: addresses and bodies gone, delivery counts kept
+    created_at: datetime = _moment(default_factory=utcnow)
+    updated_at: datetime = _moment(default_factory=utcnow)
+    # erased: addresses and bodies gone, delivery counts kept
+    deleted_at: datetime | None = _moment(default=None)
     merged_into: str | None = Field(default=None, max_length=40)  # this record became that contact
 
 
@@ -78,7 +85,7 @@ class ChannelIdentity(Table, table=True):
     contact_id: str = Field(foreign_key="contact.id", index=True, max_length=40)
     channel: str = Field(max_length=20)
     address: str = Field(max_length=320)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = _moment(default_factory=utcnow)
 
 
 class ChannelState(Table, table=True):
@@ -88,12 +95,12 @@ class ChannelState(Table, table=True):
     channel: str = Field(primary_key=True, max_length=20)
     reachability: str = Field(default="unknown", max_length=16)
     reason: str | None = Field(default=None, max_length=500)
-    since: datetime | None = None
-    reprobe_at: datetime | None = None
-    window_open_until: datetime | None = None
-    last_inbound_at: datetime | None = None
+    since: datetime | None = _moment(default=None)
+    reprobe_at: datetime | None = _moment(default=None)
+    window_open_until: datetime | None = _moment(default=None)
+    last_inbound_at: datetime | None = _moment(default=None)
     opted_out: bool = False
-    opted_out_at: datetime | None = None
+    opted_out_at: datetime | None = _moment(default=None)
     sent_in_window: int = 0  # messages accepted since the person last wrote (for per-window limits)
 
 
@@ -124,16 +131,16 @@ class Message(Table, table=True):
     status_callback: str | None = Field(default=None, max_length=2048)
     in_reply_to: str | None = Field(default=None, max_length=40)
     human_agent: bool = False
-    send_at: datetime | None = None
-    expires_at: datetime | None = None
-    due_at: datetime | None = None
-    claimed_until: datetime | None = None
+    send_at: datetime | None = _moment(default=None)
+    expires_at: datetime | None = _moment(default=None)
+    due_at: datetime | None = _moment(default=None)
+    claimed_until: datetime | None = _moment(default=None)
     claimed_by: str | None = Field(default=None, max_length=64)
     completed: bool = False
     # Whether a later step may be used after an opt-out (categories the rule allows to fall back).
     fallback_past_opt_out: bool = True
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = _moment(default_factory=utcnow)
+    updated_at: datetime = _moment(default_factory=utcnow)
 
 
 class Attempt(Table, table=True):
@@ -161,11 +168,11 @@ class Attempt(Table, table=True):
     sent_by: str | None = Field(default=None, max_length=64)  # the dispatcher that made the last send
     # Sends the channel's template, not text (the provider reported the window closed after accepting text).
     as_template: bool = False
-    deadline_at: datetime | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    sent_at: datetime | None = None
-    delivered_at: datetime | None = None
+    deadline_at: datetime | None = _moment(default=None)
+    created_at: datetime = _moment(default_factory=utcnow)
+    updated_at: datetime = _moment(default_factory=utcnow)
+    sent_at: datetime | None = _moment(default=None)
+    delivered_at: datetime | None = _moment(default=None)
 
 
 class RoutingRule(Table, table=True):
@@ -178,8 +185,8 @@ class RoutingRule(Table, table=True):
     retry: dict[str, Any] | None = _json()
     quiet_hours: dict[str, Any] | None = _json()
     allow_fallback_for: list[str] | None = _json()
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = _moment(default_factory=utcnow)
+    updated_at: datetime = _moment(default_factory=utcnow)
 
 
 class ApiKey(Table, table=True):
@@ -189,9 +196,9 @@ class ApiKey(Table, table=True):
     name: str = Field(max_length=100)
     scopes: str = Field(max_length=100)
     key_hash: str = Field(unique=True, max_length=64)
-    created_at: datetime = Field(default_factory=utcnow)
-    last_used_at: datetime | None = None
-    revoked_at: datetime | None = None
+    created_at: datetime = _moment(default_factory=utcnow)
+    last_used_at: datetime | None = _moment(default=None)
+    revoked_at: datetime | None = _moment(default=None)
 
 
 class IdempotencyRecord(Table, table=True):
@@ -202,7 +209,7 @@ class IdempotencyRecord(Table, table=True):
     request_hash: str = Field(max_length=64)
     response_status: int
     response_body: dict[str, Any] | None = _json()
-    created_at: datetime = Field(default_factory=utcnow, index=True)
+    created_at: datetime = _moment(default_factory=utcnow, index=True)
 
 
 class Setting(Table, table=True):
@@ -227,11 +234,11 @@ class InboundMessage(Table, table=True):
     button_id: str | None = Field(default=None, max_length=64)
     provider_message_id: str = Field(max_length=255)
     in_reply_to: str | None = Field(default=None, max_length=40)
-    received_at: datetime = Field(default_factory=utcnow)
+    received_at: datetime = _moment(default_factory=utcnow)
     raw: dict[str, Any] | None = _sealed()
     # The provider's one-use token for answering this message (LINE replyToken), until used or expired.
     reply_token: str | None = _sealed()
-    reply_token_expires_at: datetime | None = None
+    reply_token_expires_at: datetime | None = _moment(default=None)
 
 
 class WebhookSubscription(Table, table=True):
@@ -243,8 +250,8 @@ class WebhookSubscription(Table, table=True):
     secret: str = Field(max_length=100)
     # A bot hook: its answer to a `message.inbound` event may carry a reply (gateway/bot_hooks.py).
     respond: bool = False
-    created_at: datetime = Field(default_factory=utcnow)
-    deleted_at: datetime | None = None
+    created_at: datetime = _moment(default_factory=utcnow)
+    deleted_at: datetime | None = _moment(default=None)
 
 
 class Event(Table, table=True):
@@ -254,7 +261,7 @@ class Event(Table, table=True):
     type: str = Field(max_length=40)
     contact_id: str | None = Field(default=None, max_length=40)
     data: dict[str, Any] | None = _sealed()
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = _moment(default_factory=utcnow)
 
 
 class EventDelivery(Table, table=True):
@@ -273,11 +280,11 @@ class EventDelivery(Table, table=True):
     given_up: bool = False
     tries: int = 0
     last_error: str | None = Field(default=None, max_length=500)
-    due_at: datetime | None = None
-    claimed_until: datetime | None = None
+    due_at: datetime | None = _moment(default=None)
+    claimed_until: datetime | None = _moment(default=None)
     claimed_by: str | None = Field(default=None, max_length=64)
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = _moment(default_factory=utcnow)
+    updated_at: datetime = _moment(default_factory=utcnow)
     # A bot hook's answer: the reply message it produced, or why it produced none.
     reply_message_id: str | None = Field(default=None, max_length=40)
     reply_error: str | None = Field(default=None, max_length=500)
@@ -295,8 +302,8 @@ class AutoReplyRule(Table, table=True):
     channels: list[str] | None = _json()
     reply: str = Field(max_length=4096)
     once_per: float = 86400.0
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = _moment(default_factory=utcnow)
+    updated_at: datetime = _moment(default_factory=utcnow)
 
 
 class AutoReplySent(Table, table=True):
@@ -304,7 +311,7 @@ class AutoReplySent(Table, table=True):
 
     rule_id: str = Field(primary_key=True, max_length=40)
     contact_id: str = Field(primary_key=True, max_length=40)
-    sent_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime = _moment(default_factory=utcnow)
 
 
 class EarlyStatus(Table, table=True):
@@ -316,7 +323,7 @@ class EarlyStatus(Table, table=True):
     error_kind: str | None = Field(default=None, max_length=20)
     error_code: str | None = Field(default=None, max_length=64)
     error_detail: str | None = Field(default=None, max_length=1000)
-    received_at: datetime = Field(default_factory=utcnow)
+    received_at: datetime = _moment(default_factory=utcnow)
 
 
 class ChannelPace(Table, table=True):
@@ -333,11 +340,11 @@ class AdminUser(Table, table=True):
     name: str = Field(unique=True, max_length=100)
     password_hash: str = Field(max_length=255)
     failed_logins: int = 0  # since the last successful sign-in
-    locked_until: datetime | None = None
+    locked_until: datetime | None = _moment(default=None)
     # Bumped on sign-out-everywhere and password change: older session cookies stop working.
     session_version: int = 0
-    created_at: datetime = Field(default_factory=utcnow)
-    last_login_at: datetime | None = None
+    created_at: datetime = _moment(default_factory=utcnow)
+    last_login_at: datetime | None = _moment(default=None)
 
 
 class AuditEntry(Table, table=True):
@@ -345,7 +352,7 @@ class AuditEntry(Table, table=True):
 
     __table_args__ = (Index("ix_audit_at", "at"),)
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow)
+    at: datetime = _moment(default_factory=utcnow)
     actor: str = Field(max_length=100)  # admin user name, or "cli"
     action: str = Field(max_length=40)  # e.g. rule.create, rule.update, key.revoke
     target: str = Field(max_length=60)  # the id of what changed
