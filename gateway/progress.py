@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -205,16 +205,16 @@ class Progress:
 
     def _start(self, session: Session, message: Message, attempt: Attempt) -> SendJob | None:
         """Begin sending an attempt, unless an opt-out or block learned since planning forbids it."""
-        refusal = self._refusal(session, message, attempt)
-        if refusal is not None:
-            self._fail(session, message, attempt, refusal)
+        state = channel_state(session, message.contact_id, attempt.channel)
+        refused = refusal(state, attempt.channel)
+        if refused is not None:
+            self._fail(session, message, attempt, refused)
             return None
-        job = self._begin(message, attempt)
-        window_open = not attempt.as_template and self._window_open(session, message, attempt)
+        window_open = not attempt.as_template and self._window_open(state, message)
         if not window_open and attempt.channel in ((message.content or {}).get("templates") or {}):
             attempt.as_template = True  # the template goes out: a late window_closed cannot be about it
         token = take_reply_token(session, message.in_reply_to, attempt.channel, attempt.address, self.now())
-        return replace(job, window_open=window_open, reply_token=token)
+        return self._begin(message, attempt, window_open, token)
 
     def finish_send(
         self,
@@ -286,7 +286,7 @@ class Progress:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _begin(self, message: Message, attempt: Attempt) -> SendJob:
+    def _begin(self, message: Message, attempt: Attempt, window_open: bool, token: str | None) -> SendJob:
         attempt.status = "sending"
         attempt.sends += 1
         attempt.updated_at = self.now()
@@ -302,7 +302,9 @@ class Progress:
             message.expires_at,
             category=message.category,
             contact_id=message.contact_id,
+            window_open=window_open,
             human_agent=message.human_agent,
+            reply_token=token,
         )
 
     def _after_progress(self, message: Message, attempt: Attempt) -> None:
@@ -467,15 +469,10 @@ class Progress:
         message.claimed_by = None
         message.updated_at = self.now()
 
-    def _window_open(self, session: Session, message: Message, attempt: Attempt) -> bool:
-        state = channel_state(session, message.contact_id, attempt.channel)
+    def _window_open(self, state: ChannelState | None, message: Message) -> bool:
         if self.effects is None or state is None:
             return False
         return self.effects.window_open(state, self.now(), message.human_agent)
-
-    @staticmethod
-    def _refusal(session: Session, message: Message, attempt: Attempt) -> ChannelError | None:
-        return refusal(channel_state(session, message.contact_id, attempt.channel), attempt.channel)
 
     def _went_out(self, session: Session, message: Message) -> bool:
         """Whether any attempt of the message was accepted by a provider."""
