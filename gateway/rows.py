@@ -67,17 +67,19 @@ class Row:
         return {key: current[key] for key in self._writable if current[key] != loaded[key]}
 
 
+_MESSAGE_UNUSED = frozenset({"skipped", "metadata_"})  # no step of the dispatcher's reads these
+
+
 class MessageRow(Row):
     """A message being claimed and started: starting a try reads neither its plan nor its retry policy
-    (two JSON values fewer to read a claim; `plan` is loaded for a send being recorded only)."""
+    (two JSON values fewer to read a claim)."""
 
     model = models.Message
-    skipped = frozenset({"skipped", "metadata_", "plan", "retry"})
+    skipped = _MESSAGE_UNUSED | {"plan", "retry"}
     id: str
     contact_id: str
     status: str
     content: dict[str, Any] | None
-    plan: list[dict[str, Any]] | None
     current_attempt_id: str | None
     status_callback: str | None
     in_reply_to: str | None
@@ -92,7 +94,8 @@ class SentMessageRow(MessageRow):
     """A message whose send is being recorded: a provider's acceptance reads its plan (the step's receipt
     and timer), neither its content nor its retry policy."""
 
-    skipped = frozenset({"skipped", "metadata_", "content", "retry"})
+    skipped = _MESSAGE_UNUSED | {"content", "retry"}
+    plan: list[dict[str, Any]] | None
 
 
 class AttemptRow(Row):

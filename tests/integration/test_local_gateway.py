@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.local import LocalGateway
 
 
@@ -62,3 +64,14 @@ def test_the_dispatcher_runs_on_the_event_loop_the_setting_names(tmp_path: Path)
             local.stop()
     assert issubclass(seen["uvloop"], uvloop.Loop)
     assert not issubclass(seen["asyncio"], uvloop.Loop)
+
+
+def test_without_uvloop_the_dispatcher_falls_back_to_asyncios_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from gateway.dispatch import loop_factory
+
+    assert loop_factory("uvloop") is not None
+    assert loop_factory("asyncio") is None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it is not installed: importing it fails
+    assert loop_factory("uvloop") is None
